@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Installs what is missing, builds, and runs the whole test suite: the cmocka
+# unit tests and the end-to-end tests against the real pushaid binary, first
+# in the normal build, then again under AddressSanitizer and UBSan.
+#
+# Usage: scripts/test.sh [--no-sanitizers]
+# Ends with the line "N passed, N failed" and exits non-zero on any failure.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+
+sanitizers=1
+[ "${1:-}" = "--no-sanitizers" ] && sanitizers=0
+
+scripts/install-deps.sh --test || exit 1
+
+passed=0
+failed=0
+logs=$(mktemp -d)
+
+# Runs every cmocka binary of one build and adds up its counts.
+run_unit() {
+    local build=$1 t out p f
+    for t in "$build"/tests/test_*; do
+        out="$logs/$(basename "$t").$(basename "$build").log"
+        "$t" >"$out" 2>&1
+        local rc=$?
+        cat "$out"
+        p=$(grep -Eo '^\[  PASSED  \] [0-9]+' "$out" | awk '{s+=$4} END {print s+0}')
+        f=$(grep -Eo '^\[  FAILED  \] [0-9]+' "$out" | awk '{s+=$4} END {print s+0}')
+        if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+            f=1 # crashed before cmocka could count
+        fi
+        passed=$((passed + p))
+        failed=$((failed + f))
+    done
+}
+
+# Runs the end-to-end suite against one binary and adds up its counts.
+run_e2e() {
+    local binary=$1 out="$logs/e2e.$(basename "$(dirname "$1")").log" ran bad
+    PUSHAID="$binary" python3 -m unittest discover -s tests/e2e -t . -v >"$out" 2>&1
+    local rc=$?
+    cat "$out"
+    ran=$(grep -Eo '^Ran [0-9]+ tests?' "$out" | awk '{print $2}' | tail -n 1)
+    ran=${ran:-0}
+    bad=$(grep -Eo '^FAILED \(.*\)' "$out" | grep -Eo '(failures|errors)=[0-9]+' | cut -d= -f2 | awk '{s+=$1} END {print s+0}')
+    if [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; then
+        bad=1
+    fi
+    passed=$((passed + ran - bad))
+    failed=$((failed + bad))
+}
+
+echo "== build"
+make -s -j"$(nproc)" all || exit 1
+echo "== unit tests"
+run_unit build
+echo "== end-to-end tests"
+run_e2e build/pushaid
+
+if [ "$sanitizers" -eq 1 ]; then
+    echo "== build with AddressSanitizer and UBSan"
+    make -s -j"$(nproc)" SANITIZE=1 all || exit 1
+    export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    echo "== unit tests (sanitizers)"
+    run_unit build-asan
+    echo "== end-to-end tests (sanitizers)"
+    run_e2e build-asan/pushaid
+fi
+
+rm -rf "$logs"
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
