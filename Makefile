@@ -46,8 +46,8 @@ $(BUILD)/pushaid: $(BUILD)/obj/main.o $(BUILD)/libpushaid.a
 	$(CC) $(LDFLAGS) -o $@ $^ $(LIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libpushaid.a
-	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -o $@ $< $(BUILD)/libpushaid.a $(LDFLAGS) $(LIBS) -lcmocka
+	@mkdir -p $(dir $@) $(BUILD)/obj/tests
+	$(CC) $(CFLAGS) -MF $(BUILD)/obj/tests/$*.d -o $@ $< $(BUILD)/libpushaid.a $(LDFLAGS) $(LIBS) -lcmocka
 
 test-unit: $(TEST_BINS)
 	@set -e; for t in $(TEST_BINS); do echo "# $$t"; $$t; done
@@ -55,4 +55,4 @@ test-unit: $(TEST_BINS)
 clean:
 	rm -rf build build-asan
 
--include $(LIB_OBJS:.o=.d) $(BUILD)/obj/main.d
+-include $(LIB_OBJS:.o=.d) $(BUILD)/obj/main.d $(TEST_BINS:$(BUILD)/tests/%=$(BUILD)/obj/tests/%.d)

@@ -13,6 +13,9 @@ Medians are taken over rounds. The ratio column is the median of the
 per-round ratios, so a slow round for both servers does not skew it.
 The targets are checked on the agent list of every pushaid variant:
 at least 40,000 requests/s, p99 under 5 ms and at least 0.5x nginx.
+A file r<ROUND>_<ENDPOINT>_<SERVER>.cpu beside a wrk output, when present,
+holds the CPU that other processes and the hypervisor took during that
+measurement, and the summary lists the measurements that were disturbed.
 """
 
 import os
@@ -33,6 +36,7 @@ SERVERS = [
 TARGET_RPS = 40000
 TARGET_P99_MS = 5.0
 TARGET_RATIO = 0.5
+OTHER_CPU_NOTE_PERCENT = 10
 
 FILE_RE = re.compile(r"^r(\d+)_(list|run)_([a-z0-9-]+)\.txt$")
 UNIT_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}
@@ -61,7 +65,21 @@ def parse_wrk(path):
             result["problems"].append(m.group(0).strip())
     if result["rps"] is None or result["p99_ms"] is None:
         result["problems"].append("no Requests/sec or latency distribution in the output")
+    result["other_cpu_percent"], result["steal_cpu_percent"] = parse_cpu(path[:-len(".txt")] + ".cpu")
     return result
+
+
+def parse_cpu(path):
+    """Return (other processes' CPU, steal), each in percent of one core, or Nones."""
+    values = {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                name, _, value = line.partition(" ")
+                values[name] = float(value)
+    except (OSError, ValueError):
+        return None, None
+    return values.get("other_processes_cpu_percent"), values.get("steal_cpu_percent")
 
 
 def load(results_dir):
@@ -121,7 +139,7 @@ def present_servers(data, endpoint):
 def render(data):
     lines = []
     rounds = sorted({r for per_round in data.values() for r in per_round})
-    lines.append("### Medians over %d rounds" % len(rounds))
+    lines.append("### Medians over %d round%s" % (len(rounds), "" if len(rounds) == 1 else "s"))
     lines.append("")
     lines.append("| endpoint | server | requests/s | p50 ms | p99 ms | pushaid / nginx |")
     lines.append("|---|---|---:|---:|---:|---:|")
@@ -178,6 +196,8 @@ def render(data):
             verdict(ratio is not None and ratio >= TARGET_RATIO), fmt_ratio(ratio)))
     lines.append("")
 
+    lines.extend(render_cpu(data))
+
     problems = []
     for (endpoint, server), per_round in sorted(data.items()):
         for round_no, parsed in sorted(per_round.items()):
@@ -188,6 +208,30 @@ def render(data):
     lines.extend(problems if problems else ["none: every response was 2xx and no socket error occurred"])
     lines.append("")
     return "\n".join(lines)
+
+
+def render_cpu(data):
+    """Describe the CPU that other processes and the hypervisor took while wrk ran."""
+    measured = [(round_no, endpoint, server, parsed)
+                for (endpoint, server), per_round in sorted(data.items())
+                for round_no, parsed in sorted(per_round.items())
+                if parsed["other_cpu_percent"] is not None]
+    if not measured:
+        return []
+    other = [m[3]["other_cpu_percent"] for m in measured]
+    steal = [m[3]["steal_cpu_percent"] for m in measured if m[3]["steal_cpu_percent"] is not None]
+    lines = ["### CPU taken by other processes while wrk ran", ""]
+    lines.append("In percent of one core, over %d measurements: other processes median %.1f, max %.1f; "
+                 "hypervisor steal median %.1f, max %.1f." % (
+                     len(measured), statistics.median(other), max(other),
+                     statistics.median(steal) if steal else 0.0, max(steal) if steal else 0.0))
+    busy = ["round %d %s %s: %.1f" % (r, e, s, p["other_cpu_percent"])
+            for r, e, s, p in measured if p["other_cpu_percent"] > OTHER_CPU_NOTE_PERCENT]
+    if busy:
+        lines.append("Measurements with more than %d%% of a core taken by other processes "
+                     "(their numbers are less reliable): %s." % (OTHER_CPU_NOTE_PERCENT, "; ".join(busy)))
+    lines.append("")
+    return lines
 
 
 def verdict(ok):

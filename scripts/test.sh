@@ -38,7 +38,7 @@ run_unit() {
 # Runs the end-to-end suite against one binary and adds up its counts.
 run_e2e() {
     local binary=$1 out="$logs/e2e.$(basename "$(dirname "$1")").log" ran bad
-    PUSHAID="$binary" python3 -m unittest discover -s tests/e2e -t . -v >"$out" 2>&1
+    PUSHAID="$binary" python3 -m unittest discover -s tests/e2e -v >"$out" 2>&1
     local rc=$?
     cat "$out"
     ran=$(grep -Eo '^Ran [0-9]+ tests?' "$out" | awk '{print $2}' | tail -n 1)

@@ -444,7 +444,19 @@ static int import_check_placeholders(const import_ctx_t *ctx, const agent_t *age
 
 /* ---- one agent ---- */
 
-static int import_agent(import_ctx_t *ctx, json_t *obj, int (*provider_known)(const char *name), agent_t *agent)
+/* Replaces *field with a copy of value. */
+static int import_replace(import_ctx_t *ctx, char **field, const char *value)
+{
+    char *copy = strdup(value);
+
+    if (copy == NULL)
+        return import_fail(ctx, NULL, "out of memory");
+    free(*field);
+    *field = copy;
+    return 0;
+}
+
+static int import_agent(import_ctx_t *ctx, json_t *obj, const agent_import_options_t *options, agent_t *agent)
 {
     json_t *value;
     json_int_t number = 0;
@@ -465,10 +477,14 @@ static int import_agent(import_ctx_t *ctx, json_t *obj, int (*provider_known)(co
     if (import_string(ctx, obj, "prompt", "prompt", FIELD_REQUIRED, EMPTY_ALLOWED, &agent->prompt) != 0)
         return -1;
 
-    /* provider, and a model unless the provider needs none */
-    if (import_string(ctx, obj, "provider", "provider", FIELD_REQUIRED, EMPTY_REJECTED, &agent->provider) != 0)
+    /* provider, and a model unless the provider needs none; an override
+     * replaces the file's value, which then only has to be well-typed */
+    if (import_string(ctx, obj, "provider", "provider", options->provider_override != NULL ? FIELD_OPTIONAL : FIELD_REQUIRED,
+                      EMPTY_REJECTED, &agent->provider) != 0)
         return -1;
-    if (!provider_known(agent->provider)) {
+    if (options->provider_override != NULL && import_replace(ctx, &agent->provider, options->provider_override) != 0)
+        return -1;
+    if (!options->provider_known(agent->provider)) {
         strbuf_t msg = STRBUF_INIT;
 
         import_message_begin(&msg, ctx, "provider");
@@ -478,6 +494,8 @@ static int import_agent(import_ctx_t *ctx, json_t *obj, int (*provider_known)(co
         return import_message_end(&msg, ctx);
     }
     if (import_string(ctx, obj, "model", "model", FIELD_OPTIONAL, EMPTY_REJECTED, &agent->model) != 0)
+        return -1;
+    if (options->model_override != NULL && import_replace(ctx, &agent->model, options->model_override) != 0)
         return -1;
     if (agent->model == NULL && strcmp(agent->provider, "echo") != 0)
         return import_fail(ctx, "model", "missing (required for provider \"%s\")", agent->provider);
@@ -519,7 +537,7 @@ static int import_agent(import_ctx_t *ctx, json_t *obj, int (*provider_known)(co
     return import_check_placeholders(ctx, agent, "system", agent->system);
 }
 
-int agent_import_parse(const char *text, size_t len, int (*provider_known)(const char *name), agent_t **out,
+int agent_import_parse(const char *text, size_t len, const agent_import_options_t *options, agent_t **out,
                        size_t *n, char *err, size_t err_size)
 {
     import_ctx_t ctx = {0, NULL, err, err_size};
@@ -572,7 +590,7 @@ int agent_import_parse(const char *text, size_t len, int (*provider_known)(const
         item = json_is_array(root) ? json_array_get(root, i) : root;
         ctx.position = i + 1;
         ctx.name = NULL;
-        if (import_agent(&ctx, item, provider_known, &agents[i]) != 0)
+        if (import_agent(&ctx, item, options, &agents[i]) != 0)
             goto out;
     }
 

@@ -65,7 +65,13 @@
  *   the options ("US", "EU", "APAC")
  * A file that is not valid JSON is reported with its line and column.
  */
-int agent_import_parse(const char *text, size_t len, int (*provider_known)(const char *name), agent_t **out,
+typedef struct {
+    int (*provider_known)(const char *name); /* whether a provider name exists */
+    const char *provider_override;           /* replaces every agent's provider; NULL keeps the file's */
+    const char *model_override;              /* replaces every agent's model; NULL keeps the file's */
+} agent_import_options_t;
+
+int agent_import_parse(const char *text, size_t len, const agent_import_options_t *options, agent_t **out,
                        size_t *n, char *err, size_t err_size);
 
 /*

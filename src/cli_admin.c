@@ -295,17 +295,6 @@ fail:
     return NULL;
 }
 
-static int replace_string(char **field, const char *value)
-{
-    char *copy = strdup(value);
-
-    if (copy == NULL)
-        return -1;
-    free(*field);
-    *field = copy;
-    return 0;
-}
-
 static int agent_import(store_t *store, const admin_args_t *args)
 {
     int64_t org_id;
@@ -314,6 +303,7 @@ static int agent_import(store_t *store, const admin_args_t *args)
     agent_t *agents = NULL;
     size_t n = 0;
     char err[1024];
+    agent_import_options_t options;
     int status = EXIT_FAILED;
 
     if (args->positional[0] == NULL) {
@@ -328,19 +318,18 @@ static int agent_import(store_t *store, const admin_args_t *args)
         return EXIT_FAILED;
     if ((text = read_file(args->positional[0], &len)) == NULL)
         return EXIT_FAILED;
-    if (agent_import_parse(text, len, provider_known, &agents, &n, err, sizeof(err)) != 0) {
+    options.provider_known = provider_known;
+    options.provider_override = args->provider;
+    options.model_override = args->model;
+    if (agent_import_parse(text, len, &options, &agents, &n, err, sizeof(err)) != 0) {
         fprintf(stderr, "pushaid: %s: %s\n", args->positional[0], err);
         free(text);
         return EXIT_FAILED;
     }
     free(text);
 
-    for (size_t i = 0; i < n; i++) {
-        if ((args->provider != NULL && replace_string(&agents[i].provider, args->provider) != 0) ||
-            (args->model != NULL && replace_string(&agents[i].model, args->model) != 0))
-            goto out;
+    for (size_t i = 0; i < n; i++)
         agents[i].org_id = org_id;
-    }
     if (store_agents_import(store, org_id, agents, n) != STORE_OK)
         goto out;
     for (size_t i = 0; i < n; i++)

@@ -4,20 +4,22 @@
  * Loop. One thread owns everything here: a store_t of its own, a libcurl
  * multi handle driven by curl_multi_socket_action(), an epoll set holding
  * curl's sockets and an eventfd for engine_notify(), and a min-heap of timers.
- * Each turn waits in epoll_wait() until the earliest of: curl's timer, the
- * first heap timer, the next claim (poll_interval_ms after the last), the next
- * lease renewal (every lease_ms/3 while runs are held) and, when stopping, the
- * end of the grace period. Then it hands ready sockets and an expired timer to
- * curl, finishes the transfers curl reports done, fires due heap timers,
- * renews leases and claims runs. No run has a thread of its own, and no store
- * call is made from a curl callback.
+ * Each turn waits in epoll_wait() for the earliest deadline among curl's
+ * timer, the first heap timer, the next claim (poll_interval_ms after the
+ * last), the next lease renewal (every lease_ms/3 while the engine owns runs)
+ * and, when stopping, the end of the grace period. Then it hands ready sockets
+ * and an expired timer to curl, finishes the transfers curl reports done,
+ * fires due heap timers, renews leases and claims runs. No run has a thread
+ * of its own, and no store call is made from a curl callback.
  *
  * Why socket_action with epoll rather than curl_multi_poll(): with
  * curl_multi_poll() every wake-up rebuilds a pollfd array of all transfers and
  * curl_multi_perform() visits every transfer, so a turn costs O(transfers).
- * With socket_action a turn costs O(ready sockets), and thousands of streams
- * that each deliver a token now and then stay cheap. Measured numbers are in
- * docs/decisions/run-engine-loop.md.
+ * With socket_action a turn costs O(ready sockets). Measured with libcurl
+ * 7.88.1 on 2 cores: N HTTP/1.1 streams from a local server, each sending 50
+ * SSE chunks 200 ms apart, drained by a bare loop of each kind; client CPU
+ * time, two runs each: N=1000 poll 2.3-2.5 s, epoll 0.6-0.7 s; N=2000 poll
+ * 3.9-5.3 s, epoll 1.2-1.3 s. So epoll costs about a quarter of the CPU.
  *
  * Run states (engine_run_t.state). A claimed run is resolved to a provider;
  * an unknown name fails it at once, and a local provider (echo) completes it
@@ -27,13 +29,19 @@
  *     ATTEMPT --(success, or final failure)--> written with store_run_complete
  *     written --(store error)--> COMPLETING --(timer, 1 s)--> written again
  *
- * Retries: connect and receive errors, idle timeouts and the statuses of
- * provider_status_retryable() are retried, up to PROVIDER_MAX_ATTEMPTS
- * attempts, after Retry-After when the provider sent one, else after a full
- * jitter delay in [0, provider_backoff_ceiling_ms(attempt)]. Every attempt is
- * bounded by what is left of the run's deadline (agent timeout_ms, else
- * default_timeout_ms), counted from the claim; a retry that could not start
- * before the deadline is not waited for.
+ * Retries. These failures are retried: connect, send and receive errors
+ * before a 2xx reply began, idle timeouts (no byte for idle_timeout_ms, seen
+ * by the progress callback), the statuses of provider_status_retryable(), and
+ * error objects with a code of provider_error_code_retryable() inside a 2xx
+ * stream. Other 4xx and 5xx statuses, a 2xx reply that breaks off or ends
+ * before a finish reason, and a reply that cannot be parsed fail at once.
+ * There are at most PROVIDER_MAX_ATTEMPTS attempts. The wait before the next
+ * one is Retry-After (plus up to 10 % jitter) when the provider sent it, else
+ * a full-jitter delay in [0, provider_backoff_ceiling_ms(attempt)]. Every
+ * attempt is bounded by what is left of the run's deadline (agent timeout_ms,
+ * else default_timeout_ms, counted from the claim). A retry that could not
+ * start before the deadline is not waited for: the run fails with the last
+ * failure instead.
  *
  * Leases. store_runs_claim() gives each run a lease of lease_ms; every
  * lease_ms/3 the engine extends all of its leases at once with
@@ -41,6 +49,10 @@
  * was unreachable) can be claimed by another engine; our completion then gets
  * STORE_NOT_FOUND and our result is dropped. If our own claim returns a run
  * this engine still executes, the copy is dropped (engine.in_flight lookup).
+ * Because a renewal extends every lease of this engine, a claimed run must
+ * never be dropped silently: even out of memory it is failed in the store
+ * (engine_reject_claimed), and a result the store did not take waits in
+ * COMPLETING until it does or the engine stops.
  *
  * Ownership. The claimed run_t is moved into an engine_run_t, which owns it
  * and everything of its attempt (easy handle, request, reply, SSE parser,
@@ -55,6 +67,7 @@
  */
 #include "engine.h"
 
+#include <assert.h>
 #include <curl/curl.h>
 #include <errno.h>
 #include <pthread.h>
@@ -128,6 +141,7 @@ typedef struct engine_run {
     int64_t started_mono_ms;
     int64_t deadline_mono_ms;
     int64_t timeout_ms;             /* the run's total deadline */
+    int64_t idle_timeout_ms;        /* copied from the engine for the progress callback */
     int64_t wake_mono_ms;           /* heap key in BACKOFF and COMPLETING */
     size_t heap_index;              /* SIZE_MAX when not in the heap */
 
@@ -143,6 +157,9 @@ typedef struct engine_run {
     size_t body_cap;
     int body_truncated;             /* an error body went over its limit */
     int write_failed;               /* the write callback stopped the transfer */
+    int idle_expired;               /* the progress callback stopped an idle transfer */
+    curl_off_t seen_bytes;          /* bytes sent and received, as of the last progress call */
+    int64_t last_activity_mono_ms;  /* when seen_bytes last grew */
     char curl_error[CURL_ERROR_SIZE];
 
     /* the last failure, for the final error text */
@@ -354,21 +371,30 @@ static void engine_heap_down(engine_t *e, size_t i)
     }
 }
 
-static int engine_heap_push(engine_t *e, engine_run_t *r)
+/* Makes room for one timer per run the engine owns, so engine_heap_push() cannot fail. */
+static int engine_heap_reserve(engine_t *e, size_t n_runs)
 {
-    if (e->heap_len == e->heap_cap) {
-        size_t cap = e->heap_cap ? e->heap_cap * 2 : 64;
-        engine_run_t **grown = realloc(e->heap, cap * sizeof(*grown));
+    size_t cap = e->heap_cap ? e->heap_cap : 64;
+    engine_run_t **grown;
 
-        if (!grown)
-            return -1;
-        e->heap = grown;
-        e->heap_cap = cap;
-    }
+    if (n_runs <= e->heap_cap)
+        return 0;
+    while (cap < n_runs)
+        cap *= 2;
+    grown = realloc(e->heap, cap * sizeof(*grown));
+    if (!grown)
+        return -1;
+    e->heap = grown;
+    e->heap_cap = cap;
+    return 0;
+}
+
+static void engine_heap_push(engine_t *e, engine_run_t *r)
+{
+    assert(e->heap_len < e->heap_cap); /* engine_run_begin() reserved a slot for every run */
     r->heap_index = e->heap_len;
     e->heap[e->heap_len++] = r;
     engine_heap_up(e, r->heap_index);
-    return 0;
 }
 
 static void engine_heap_remove(engine_t *e, engine_run_t *r)
@@ -442,7 +468,8 @@ static char *engine_failure_text(const engine_t *e, const engine_run_t *r)
             n = asprintf(&text, "provider timed out after %s", seconds);
         break;
     case FAILURE_INCOMPLETE:
-        n = asprintf(&text, "%s", r->failure_detail ? r->failure_detail : "provider stream ended before a finish reason");
+        n = asprintf(&text, "%s",
+                     r->failure_detail ? r->failure_detail : "provider stream ended before a finish reason");
         break;
     case FAILURE_EMPTY:
         n = asprintf(&text, "provider returned %ld with an empty body", r->failure_status);
@@ -488,6 +515,8 @@ static void engine_attempt_cleanup(engine_t *e, engine_run_t *r)
     r->headers = NULL;
     sse_parser_free(&r->sse);
     r->write_failed = 0;
+    r->idle_expired = 0;
+    r->seen_bytes = 0;
     r->body_kind = BODY_UNKNOWN;
     r->body_truncated = 0;
 }
@@ -517,7 +546,12 @@ static void engine_run_free(engine_t *e, engine_run_t *r)
     free(r);
 }
 
-/* Writes the run's result; on a store error the run waits to write it again. */
+/*
+ * Writes the run's result; on a store error the run waits to write it again.
+ * NOTE: the write is one synchronous transaction on the loop thread, so a slow
+ * database stalls every transfer meanwhile. Batching the completions of one
+ * loop turn into one transaction would need a store call that takes several.
+ */
 static void engine_run_finish(engine_t *e, engine_run_t *r)
 {
     int64_t duration_ms = clock_mono_ms() - r->started_mono_ms;
@@ -532,14 +566,11 @@ static void engine_run_finish(engine_t *e, engine_run_t *r)
         engine_attempt_cleanup(e, r);
         r->state = ENGINE_RUN_COMPLETING;
         r->wake_mono_ms = clock_mono_ms() + ENGINE_COMPLETE_RETRY_MS;
-        if (engine_heap_push(e, r) == 0)
-            return;
-        log_error("msg=\"run dropped: out of memory\" run_id=%s", r->run.id);
-        engine_run_free(e, r);
+        engine_heap_push(e, r);
         return;
     }
     if (rc == STORE_NOT_FOUND) {
-        log_warn("msg=\"run result dropped: this engine no longer holds the run\" run_id=%s duration_ms=%lld",
+        log_warn("msg=\"run result dropped: the run's lease has passed to another engine\" run_id=%s duration_ms=%lld",
                  r->run.id, (long long)duration_ms);
     } else if (r->run.status == RUN_SUCCEEDED) {
         if (r->run.has_usage)
@@ -694,6 +725,25 @@ static size_t engine_on_body(char *data, size_t size, size_t nmemb, void *userp)
     return 0;
 }
 
+/* CURLOPT_XFERINFOFUNCTION: stops a transfer that moved no byte for idle_timeout_ms.
+ * curl calls it on every transfer step and, thanks to the low-speed options,
+ * at least once a second while the transfer is idle. */
+static int engine_on_progress(void *userp, curl_off_t dltotal, curl_off_t dlnow, curl_off_t ultotal, curl_off_t ulnow)
+{
+    engine_run_t *r = userp;
+    int64_t now_ms = clock_mono_ms();
+
+    if (dlnow + ulnow != r->seen_bytes) {
+        r->seen_bytes = dlnow + ulnow;
+        r->last_activity_mono_ms = now_ms;
+        return 0;
+    }
+    if (now_ms - r->last_activity_mono_ms < r->idle_timeout_ms)
+        return 0;
+    r->idle_expired = 1;
+    return 1;
+}
+
 static int engine_set_options(engine_t *e, engine_run_t *r, int64_t remaining_ms)
 {
     CURL *easy = r->easy;
@@ -724,13 +774,17 @@ static int engine_set_options(engine_t *e, engine_run_t *r, int64_t remaining_ms
     bad |= curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long)e->connect_timeout_ms) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long)remaining_ms) != CURLE_OK;
+    /* the progress callback enforces the idle limit to the second; curl's
+     * low-speed check, which averages over a few seconds, is the backstop */
+    bad |= curl_easy_setopt(easy, CURLOPT_XFERINFOFUNCTION, engine_on_progress) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_XFERINFODATA, r) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_NOPROGRESS, 0L) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, idle_s) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
-    /* over TLS, wait for a connection that may turn out to speak HTTP/2 rather
-     * than open one per transfer; on plain HTTP (HTTP/1.1 only) curl 7.88
-     * queued transfers behind a busy connection instead (seen against an
-     * HTTP/1.1 server) */
+    /* Over TLS, transfers wait for a connection that may turn out to speak
+     * HTTP/2 instead of each opening one. Plain HTTP gets no PIPEWAIT because
+     * curl 7.88 then queued transfers behind a busy HTTP/1.1 connection. */
     if (strncasecmp(r->request.url, "https:", 6) == 0)
         bad |= curl_easy_setopt(easy, CURLOPT_PIPEWAIT, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_ACCEPT_ENCODING, "") != CURLE_OK;
@@ -750,6 +804,8 @@ static void engine_attempt_start(engine_t *e, engine_run_t *r)
     }
     r->attempt++;
     r->state = ENGINE_RUN_ATTEMPT;
+    r->last_activity_mono_ms = clock_mono_ms();
+    r->idle_timeout_ms = e->idle_timeout_ms;
     provider_reply_free(&r->reply);
     r->body_len = 0;
     r->curl_error[0] = '\0';
@@ -761,7 +817,8 @@ static void engine_attempt_start(engine_t *e, engine_run_t *r)
         return;
     }
     r->easy = curl_easy_init();
-    if (!r->easy || engine_set_options(e, r, remaining_ms) != 0 || curl_multi_add_handle(e->multi, r->easy) != CURLM_OK) {
+    if (!r->easy || engine_set_options(e, r, remaining_ms) != 0 ||
+        curl_multi_add_handle(e->multi, r->easy) != CURLM_OK) {
         log_error("msg=\"provider request not started: libcurl setup failed\" run_id=%s", r->run.id);
         engine_set_failure(r, FAILURE_INTERNAL, 0, "internal error: could not start the provider request");
         engine_run_fail(e, r);
@@ -838,20 +895,21 @@ static verdict_t engine_classify(const engine_t *e, engine_run_t *r, CURLcode re
         }
         /* a 2xx reply that broke off is not retried: the provider already
          * spent the tokens, and a cut stream is no connect error */
-        if (result != CURLE_OPERATION_TIMEDOUT && status >= 200 && status < 300 && r->body_kind != BODY_UNKNOWN) {
+        if (result != CURLE_OPERATION_TIMEDOUT && !r->idle_expired && status >= 200 && status < 300 &&
+            r->body_kind != BODY_UNKNOWN) {
             engine_set_failure(r, FAILURE_INCOMPLETE, status,
                                r->body_kind == BODY_SSE ? "provider stream ended before a finish reason"
                                                         : "provider reply was cut off before its end");
             return VERDICT_FAIL;
         }
         curl_easy_getinfo(r->easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer_us);
-        if (result == CURLE_OPERATION_TIMEDOUT && pretransfer_us > 0) {
+        if (r->idle_expired || (result == CURLE_OPERATION_TIMEDOUT && pretransfer_us > 0)) {
             engine_set_failure(r, FAILURE_IDLE, status, NULL);
         } else {
             engine_transport_reason(e, r, result, pretransfer_us > 0, reason, sizeof(reason));
             engine_set_failure(r, FAILURE_TRANSPORT, status, reason);
         }
-        return engine_transport_retryable(result) ? VERDICT_RETRY : VERDICT_FAIL;
+        return r->idle_expired || engine_transport_retryable(result) ? VERDICT_RETRY : VERDICT_FAIL;
     }
 
     if (status < 200 || status >= 300) {
@@ -902,9 +960,14 @@ static void engine_attempt_done(engine_t *e, engine_run_t *r, CURLcode result)
     curl_easy_getinfo(r->easy, CURLINFO_RETRY_AFTER, &retry_after_s);
 
     verdict = engine_classify(e, r, result, status, now_ms);
-    if (result != CURLE_OK && verdict != VERDICT_SUCCEED)
+    if (result != CURLE_OK && verdict != VERDICT_SUCCEED) {
+        /* curl's text names hosts and URLs only, but a key could sit in a URL */
+        char *curl_error = provider_clean_message(r->curl_error, CURL_ERROR_SIZE, r->endpoint.api_key);
+
         log_info("msg=\"provider transfer failed\" run_id=%s attempt=%d curl_error=%s", r->run.id, r->attempt,
-                 log_quote(quoted, sizeof(quoted), r->curl_error, strlen(r->curl_error)));
+                 curl_error ? log_quote(quoted, sizeof(quoted), curl_error, strlen(curl_error)) : "\"\"");
+        free(curl_error);
+    }
     if (verdict == VERDICT_SUCCEED) {
         engine_run_succeed(e, r);
         return;
@@ -924,10 +987,7 @@ static void engine_attempt_done(engine_t *e, engine_run_t *r, CURLcode result)
     engine_attempt_cleanup(e, r);
     r->state = ENGINE_RUN_BACKOFF;
     r->wake_mono_ms = now_ms + delay_ms;
-    if (engine_heap_push(e, r) != 0) {
-        engine_run_fail(e, r);
-        return;
-    }
+    engine_heap_push(e, r);
     log_warn("msg=\"run retrying\" run_id=%s attempt=%d status=%ld delay_ms=%lld failure=%s", r->run.id, r->attempt,
              status, (long long)delay_ms, engine_failure_names[r->failure]);
 }
@@ -991,17 +1051,39 @@ static void engine_collect_done(engine_t *e)
 
 /* ---- claiming ---- */
 
+/*
+ * Fails a claimed run that the engine could not take on, and frees it. The
+ * run must not stay behind under this engine's lease, which the renewals
+ * would extend for as long as the process lives.
+ */
+static void engine_reject_claimed(engine_t *e, run_t *run)
+{
+    static char error[] = "internal error: the run engine ran out of memory";
+
+    log_error("msg=\"claimed run not started: out of memory\" run_id=%s", run->id);
+    free(run->output);
+    free(run->error);
+    run->output = NULL;
+    run->error = error;
+    run->status = RUN_FAILED;
+    run->has_usage = 0;
+    run->completed_at_ms = clock_now_ms();
+    if (store_run_complete(e->store, run->id, e->node_id, run) == STORE_ERROR)
+        log_error("msg=\"run left running until this process stops\" run_id=%s", run->id);
+    run->error = NULL; /* static, not for run_free() */
+    run_free(run);
+}
+
 /* Takes ownership of *claimed (leaving it zeroed) and starts executing it. */
 static void engine_run_begin(engine_t *e, run_t *claimed)
 {
-    engine_run_t *r = calloc(1, sizeof(*r));
+    engine_run_t *r = NULL;
     const engine_route_t *route;
     engine_run_t **found;
     char quoted[200];
 
-    if (!r) {
-        log_error("msg=\"claimed run not started: out of memory\" run_id=%s", claimed->id);
-        run_free(claimed);
+    if (engine_heap_reserve(e, e->n_runs + 1) != 0 || !(r = calloc(1, sizeof(*r)))) {
+        engine_reject_claimed(e, claimed);
         return;
     }
     r->run = *claimed;
@@ -1011,11 +1093,13 @@ static void engine_run_begin(engine_t *e, run_t *claimed)
     /* a run claimed again while this engine still executes it (its lease
      * lapsed): the first execution goes on and the copy is dropped */
     found = tsearch(r, &e->in_flight, engine_run_id_compare);
-    if (!found || *found != r) {
-        if (found)
-            log_warn("msg=\"run claimed again while still executing, copy ignored\" run_id=%s", r->run.id);
-        else
-            log_error("msg=\"claimed run not started: out of memory\" run_id=%s", r->run.id);
+    if (!found) {
+        engine_reject_claimed(e, &r->run);
+        free(r);
+        return;
+    }
+    if (*found != r) {
+        log_warn("msg=\"run claimed again while still executing, copy ignored\" run_id=%s", r->run.id);
         run_free(&r->run);
         free(r);
         return;
@@ -1072,7 +1156,7 @@ static void engine_claim(engine_t *e)
     e->claim_soon = 0;
     e->next_claim_mono_ms = clock_mono_ms() + e->poll_interval_ms;
     if (batch == 0) {
-        e->claim_blocked = 1; /* engine_run_free() asks for a claim when a slot opens */
+        e->claim_blocked = 1; /* engine_run_free() requests a claim when a slot opens */
         return;
     }
     if (store_runs_claim(e->store, e->node_id, clock_now_ms(), e->lease_ms, e->max_attempts, batch, &claimed, &n) !=

@@ -2,8 +2,8 @@
  * engine.h - the run engine: claims pending runs from the store and executes
  * them against their providers on one thread of its own, many at a time.
  *
- * The API handlers store a run and call engine_notify(); they never wait for
- * a provider. Several processes may run engines on one database: the store's
+ * The API handlers store a run and call engine_notify(), so no HTTP request
+ * waits for a provider. Several processes may run engines on one database: the store's
  * leases decide which engine executes which run.
  */
 #ifndef PUSHAI_ENGINE_H
@@ -31,7 +31,8 @@ typedef struct {
     int64_t lease_ms;             /* default 30000; renewed every lease_ms/3 */
     int max_attempts;             /* claims before an interrupted run is failed (default 3) */
     int64_t default_timeout_ms;   /* total run deadline when the agent sets none (default 300000) */
-    int64_t poll_interval_ms;     /* claim even without a notify, for expired leases and other processes (default 1000) */
+    int64_t poll_interval_ms;     /* claim even without a notify, for expired leases and other
+                                     processes (default 1000) */
     int64_t connect_timeout_ms;   /* per provider connection (default 10000) */
     int64_t idle_timeout_ms;      /* an attempt that receives no byte for this long fails (default 60000,
                                      whole seconds are used) */

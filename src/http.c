@@ -46,6 +46,10 @@
 #define DRAIN_MS 500
 #define LISTEN_BACKLOG 4096
 #define ADDRESS_TEXT_MAX 64
+/* Request headers beyond this many bytes (names and values) are rejected
+ * with 400 before routing. h2o itself answers a plain 400 and closes the
+ * connection for a request head it cannot buffer (somewhere above 64 KiB). */
+#define MAX_HEADER_BYTES 16384
 
 struct http_thread {
     h2o_context_t ctx; /* first, so a context pointer is a thread pointer */
@@ -406,12 +410,29 @@ static http_call_t *call_new(h2o_req_t *req)
     return call;
 }
 
+static size_t header_bytes(const h2o_req_t *req)
+{
+    size_t total = req->path.len;
+
+    for (size_t i = 0; i < req->headers.size; i++)
+        total += req->headers.entries[i].name->len + req->headers.entries[i].value.len;
+    return total;
+}
+
 static int on_req(h2o_handler_t *self, h2o_req_t *req)
 {
     http_call_t *call = call_new(req);
-    const route_t *route = find_route(req, call->params);
+    const route_t *route;
     route_handler_t handler = NULL;
 
+    if (header_bytes(req) > MAX_HEADER_BYTES) {
+        req->http1_is_persistent = 0;
+        http_send_error(call, API_ERR_INVALID_REQUEST, "Request headers and path are larger than %d bytes.",
+                        MAX_HEADER_BYTES);
+        return 0;
+    }
+
+    route = find_route(req, call->params);
     if (route == NULL) {
         char path[128];
         http_send_error(call, API_ERR_NOT_FOUND, "No route for %.*s %s.", (int)req->method.len, req->method.base,
@@ -630,7 +651,10 @@ static void setup_globalconf(http_server_t *server)
     h2o_filter_t *filter;
 
     h2o_config_init(&server->globalconf);
-    server->globalconf.max_request_entity_size = server->config.max_body_bytes;
+    /* h2o rejects a chunked body that reaches its limit, one that merely
+     * equals it included; one byte more lets a body of exactly
+     * max_body_bytes through, and api.c rejects anything longer */
+    server->globalconf.max_request_entity_size = server->config.max_body_bytes + 1;
     server->globalconf.server_name = h2o_iovec_init(H2O_STRLIT("pushaid"));
     host = h2o_config_register_host(&server->globalconf, h2o_iovec_init(H2O_STRLIT("default")), 65535);
     path = h2o_config_register_path(host, "/", 0);

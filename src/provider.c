@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 static const provider_t *const builtin_providers[] = {
     &provider_echo,
@@ -166,21 +167,47 @@ int provider_reply_take_error(provider_reply_t *reply, const json_t *root)
 
 char *provider_join_url(const char *base, const char *fallback, const char *path)
 {
+    const char *query;
     size_t base_len;
+    size_t query_len;
     size_t path_len = strlen(path);
     char *url;
 
     if (!base || !base[0])
         base = fallback;
-    base_len = strlen(base);
+    query = strchr(base, '?');
+    base_len = query ? (size_t)(query - base) : strlen(base);
+    query_len = query ? strlen(query) : 0;
     while (base_len > 0 && base[base_len - 1] == '/')
         base_len--;
-    url = malloc(base_len + path_len + 1);
+    url = malloc(base_len + path_len + query_len + 1);
     if (!url)
         return NULL;
     memcpy(url, base, base_len);
-    memcpy(url + base_len, path, path_len + 1);
+    memcpy(url + base_len, path, path_len);
+    memcpy(url + base_len + path_len, query ? query : "", query_len + 1);
     return url;
+}
+
+int provider_url_is_azure(const char *url)
+{
+    static const char *const azure_suffixes[] = {".openai.azure.com", ".cognitiveservices.azure.com"};
+    const char *host;
+    size_t host_len;
+
+    if (!url)
+        return 0;
+    host = strstr(url, "://");
+    host = host ? host + 3 : url;
+    host_len = strcspn(host, ":/?#");
+    for (size_t i = 0; i < sizeof(azure_suffixes) / sizeof(azure_suffixes[0]); i++) {
+        size_t suffix_len = strlen(azure_suffixes[i]);
+
+        if (host_len > suffix_len &&
+            strncasecmp(host + host_len - suffix_len, azure_suffixes[i], suffix_len) == 0)
+            return 1;
+    }
+    return 0;
 }
 
 int provider_status_retryable(long status)
@@ -329,7 +356,7 @@ char *provider_describe_status(long status, const char *body, size_t body_len, i
     }
 
     if (!provider_error_from_json(root, &code, &message)) {
-        /* JSON without a recognisable message: the compact body says most */
+        /* JSON without a recognisable message: the compact body is the best description */
         free(message);
         message = json_dumps(root, JSON_COMPACT);
     }

@@ -30,7 +30,7 @@
 
 /* Limit on the text a reply may produce, so a faulty server cannot exhaust memory. */
 #define PROVIDER_MAX_OUTPUT_BYTES (8u * 1024 * 1024)
-/* Longest provider message copied into a run's error, in bytes. */
+/* Maximum bytes of a provider message copied into a run's error. */
 #define PROVIDER_MAX_MESSAGE_BYTES 500
 
 /* Retry policy shared by every HTTP provider (see provider_backoff_ceiling_ms). */
@@ -88,7 +88,7 @@ typedef struct provider {
     int (*build_request)(const provider_endpoint_t *endpoint, const run_t *run, provider_request_t *req);
 
     /* Folds one stream event into reply. Returns 0, or -1 when the provider
-     * sent an error or a broken chunk (error_message says which). */
+     * sent an error or a broken chunk (error_message describes it). */
     int (*parse_event)(provider_reply_t *reply, const sse_event_t *event);
 
     /* Parses a whole non-streaming JSON body of a 2xx reply into reply.
@@ -125,8 +125,13 @@ void provider_reply_set_error(provider_reply_t *reply, const char *code, const c
  * and *message to heap strings or NULL. Returns 1 when a message was found. */
 int provider_error_from_json(const json_t *root, char **code, char **message);
 /* Joins base (or fallback when base is NULL or "") and path, dropping the
- * trailing slashes of base. Returns a heap string, NULL when out of memory. */
+ * trailing slashes of base and keeping a query string of base at the end
+ * ("https://h/d?api-version=1" + "/x" is "https://h/d/x?api-version=1").
+ * Returns a heap string, NULL when out of memory. */
 char *provider_join_url(const char *base, const char *fallback, const char *path);
+/* Returns 1 when url's host is an Azure OpenAI resource (*.openai.azure.com,
+ * *.cognitiveservices.azure.com), which takes its key in an "api-key" header. */
+int provider_url_is_azure(const char *url);
 
 /* ---- retry rules and run errors ---- */
 

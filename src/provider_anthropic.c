@@ -6,12 +6,13 @@
  * when the agent sets none), system when set, messages (the prompt as the one
  * "user" message), temperature when set and "stream": true.
  *
- * Stream: each event's data is a JSON object whose "type" names the event.
- * message_start carries usage.input_tokens; content_block_delta with a
- * text_delta carries text; message_delta carries delta.stop_reason (the
- * finish reason) and usage.output_tokens; message_stop ends the stream;
- * "error" carries error.type and error.message; ping and unknown types are
- * ignored.
+ * Stream: each event's data is a JSON object whose "type" names the event:
+ *  - message_start carries usage.input_tokens;
+ *  - content_block_delta with a text_delta carries text;
+ *  - message_delta carries delta.stop_reason (the finish reason) and usage.output_tokens;
+ *  - message_stop ends the stream;
+ *  - "error" carries error.type and error.message;
+ *  - ping and unknown types are ignored.
  */
 #include "provider.h"
 
@@ -133,7 +134,8 @@ static int anthropic_parse_event(provider_reply_t *reply, const sse_event_t *eve
         const json_t *delta = json_object_get(root, "delta");
         const json_t *text = json_object_get(delta, "text");
 
-        if (json_is_string(text) && provider_reply_append(reply, json_string_value(text), json_string_length(text)) != 0)
+        if (json_is_string(text) &&
+            provider_reply_append(reply, json_string_value(text), json_string_length(text)) != 0)
             goto out;
     } else if (strcmp(type, "message_delta") == 0) {
         anthropic_take_usage(reply, json_object_get(root, "usage"));
@@ -175,7 +177,8 @@ static int anthropic_parse_body(provider_reply_t *reply, const char *body, size_
     json_array_foreach(content, i, block) {
         const json_t *text = json_object_get(block, "text");
 
-        if (json_is_string(text) && provider_reply_append(reply, json_string_value(text), json_string_length(text)) != 0)
+        if (json_is_string(text) &&
+            provider_reply_append(reply, json_string_value(text), json_string_length(text)) != 0)
             goto out;
     }
     anthropic_take_usage(reply, json_object_get(root, "usage"));

@@ -5,14 +5,17 @@
  * Request: POST {base}/chat/completions with model, messages (the run's
  * system text as a "system" message when set, then the prompt as the "user"
  * message), temperature and max_tokens when set, "stream": true and
- * "stream_options": {"include_usage": true}.
+ * "stream_options": {"include_usage": true}. The key goes in
+ * "Authorization: Bearer", except for Azure OpenAI hosts, which take it in
+ * "api-key". A base URL with a query string, as Azure's
+ * ".../openai/deployments/NAME?api-version=V", keeps it after the path.
  *
  * Stream: each event's data is one JSON chunk, and "[DONE]" ends the stream.
  * Text comes from choices[0].delta.content, the finish reason from
  * choices[0].finish_reason, and usage from a "usage" object in any chunk,
  * which with include_usage is a last chunk whose "choices" is empty. Fields
  * this file does not know (llama.cpp's "timings", "system_fingerprint",
- * reasoning deltas) are ignored. A server that ignores "stream" answers with
+ * reasoning deltas) are ignored. A server that ignores "stream" replies with
  * one JSON body, parsed by openai_parse_body().
  */
 #include "provider.h"
@@ -80,7 +83,9 @@ static int openai_build_request(const provider_endpoint_t *endpoint, const run_t
     if (endpoint->api_key && endpoint->api_key[0]) {
         char *line = NULL;
 
-        if (asprintf(&line, "Authorization: Bearer %s", endpoint->api_key) < 0)
+        int azure = provider_url_is_azure(req->url);
+
+        if (asprintf(&line, azure ? "api-key: %s" : "Authorization: Bearer %s", endpoint->api_key) < 0)
             goto out;
         rc = provider_request_add_header(req, line);
         explicit_bzero(line, strlen(line));
@@ -211,7 +216,7 @@ static int openai_parse_body(provider_reply_t *reply, const char *body, size_t l
         goto out;
     }
 
-    /* content is null when the model answered with a refusal or tool calls only */
+    /* content is null when the model replied with a refusal or tool calls only */
     content = json_object_get(message, "content");
     if (provider_reply_append(reply, json_is_string(content) ? json_string_value(content) : "",
                               json_is_string(content) ? json_string_length(content) : 0) != 0)

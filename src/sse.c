@@ -7,7 +7,7 @@
  * A CR that ends a feed sets after_cr, so an LF that opens the next feed is
  * taken as the second half of a CRLF and not as an empty line.
  *
- * Invariants: p->data holds the pending event's data lines, each followed by
+ * Invariants: p->data contains the pending event's data lines, each followed by
  * "\n"; the "\n" after the last line is dropped at dispatch. p->type and
  * p->data are cleared after every blank line. p->last_id survives dispatches,
  * as the standard says. Every buffer stays NUL-terminated once allocated, so

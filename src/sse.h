@@ -2,12 +2,14 @@
  * sse.h - incremental parser for Server-Sent Events (text/event-stream).
  *
  * Follows the event stream interpretation rules of the WHATWG HTML standard:
- * lines end with CRLF, LF or CR; a leading UTF-8 byte order mark is skipped;
- * lines starting with ':' are comments; "field:value" drops one space after
- * the colon; a line without a colon is a field with an empty value; several
- * "data" lines join with "\n"; a blank line dispatches the event, unless no
- * "data" line came since the last dispatch. An event that the stream ends in
- * the middle of is never dispatched.
+ *  - lines end with CRLF, LF or CR, and a leading UTF-8 byte order mark is skipped;
+ *  - lines starting with ':' are comments;
+ *  - "field:value" drops one space after the colon, and a line without a
+ *    colon is a field with an empty value;
+ *  - several "data" lines join with "\n";
+ *  - a blank line dispatches the event, unless no "data" line came since the
+ *    last dispatch.
+ * An event that the stream ends in the middle of is never dispatched.
  *
  * Bytes may arrive cut at any point (inside a line, between CR and LF, inside
  * the byte order mark); the parser keeps what it needs between calls.

@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Mock LLM provider for pushai's end-to-end tests and benchmarks.
 
-An asyncio HTTP/1.1 server (standard library only) that speaks enough of the
-OpenAI chat completions API and the Anthropic Messages API for pushaid's run
-engine, records every request it receives, and injects faults chosen by the
-request's ``model`` string, so that tests running at the same time do not
+An asyncio HTTP/1.1 server (standard library only) that implements enough of
+the OpenAI chat completions API and the Anthropic Messages API for pushaid's
+run engine. It records every request it receives. It injects faults chosen by
+the request's ``model`` string, so tests running at the same time do not
 interfere with each other.
 
 Usage::
@@ -115,7 +115,7 @@ HTML_PAGE = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n"
 
 
 class BadRequest(Exception):
-    """A request that cannot be parsed; the connection is answered and closed."""
+    """A request that cannot be parsed: the mock replies with status and closes the connection."""
 
     def __init__(self, status, message):
         super().__init__(message)
@@ -300,7 +300,7 @@ class MockProvider:
     # ---- routing ----
 
     async def dispatch(self, request, writer):
-        """Answer one request; return False when the connection must close."""
+        """Serve one request; return False when the connection must close."""
         if request.path.startswith("/_mock/"):
             return await self.dispatch_control(request, writer)
 
@@ -338,11 +338,11 @@ class MockProvider:
 
     async def dispatch_control(self, request, writer):
         if request.path == "/_mock/requests" and request.method == "GET":
-            wanted_models = request.query.get("model")
+            model_filter = request.query.get("model")
             selected = self.recorded
-            if wanted_models:
+            if model_filter:
                 selected = [r for r in self.recorded
-                            if isinstance(r["body"], dict) and r["body"].get("model") in wanted_models]
+                            if isinstance(r["body"], dict) and r["body"].get("model") in model_filter]
             await self.send_json(writer, 200, selected)
         elif request.path == "/_mock/reset" and request.method == "POST":
             self.recorded = []

@@ -217,6 +217,8 @@ def raw_request(host, port, data, timeout=HTTP_TIMEOUT_S):
             reply.begin()
         except (http.client.RemoteDisconnected, ConnectionResetError):
             return None
+        except http.client.BadStatusLine as err:
+            raise AssertionError("reply without an HTTP status line: %r" % err.line[:200])
         try:
             body = reply.read()
         except (http.client.IncompleteRead, ConnectionResetError) as err:
@@ -674,7 +676,7 @@ class Server:
         return response.json["run_id"]
 
     def poll_run(self, key, agent_id, run_id, timeout=RUN_TIMEOUT_S, statuses=TERMINAL_STATUSES):
-        """Poll a run until its status is one of statuses; return the run. Fails after timeout seconds.
+        """Poll a run until its status is one of statuses and return it; raise AssertionError after timeout seconds.
 
         The interval grows from 20 ms to 250 ms, so a long wait stays well
         under the default per-key rate limit. A rate_limited reply is waited
@@ -706,7 +708,7 @@ class Server:
 
 
 def kpi_agent(**fields):
-    """Return the contract's example agent (echo provider), overridden by fields."""
+    """Return the product contract's example agent (echo provider), overridden by fields."""
     agent = {
         "name": "Weekly KPI summary",
         "description": "KPIs for one region",
@@ -730,7 +732,7 @@ def parse_timestamp(text):
 
 
 class ServerTestCase(E2ETestCase):
-    """Starts one server (and a mock provider when with_mock) for all tests of the class."""
+    """A TestCase that starts one server (and a mock provider when with_mock) for all tests of the class."""
 
     serve_args = ()
     with_mock = False

@@ -106,10 +106,10 @@ class AuthTest(ServerTestCase):
         self.assert_key_rejected(key)
 
     def test_revoke_leaves_other_keys(self):
-        kept = self.server.create_key(self.org)
+        active_key = self.server.create_key(self.org)
         revoked = self.server.create_key(self.org)
         self.server.admin("key", "revoke", revoked)
-        self.assert_key_accepted(kept)
+        self.assert_key_accepted(active_key)
 
     def test_regenerated_key_replaces_old(self):
         old = self.server.create_key(self.org)

@@ -9,6 +9,8 @@ from harness import ServerTestCase, read_response
 
 
 class HttpRobustnessTest(ServerTestCase):
+    serve_args = ["--rate-limit", "0"]
+
     @classmethod
     def setUpClass(cls):
         super().setUpClass()
@@ -105,12 +107,12 @@ class HttpRobustnessTest(ServerTestCase):
             connection.close()
 
     def test_pipelined_requests(self):
-        one = b"GET /api/v1/agents HTTP/1.1\r\nHost: x\r\nx-api-key: " + self.key.encode() + b"\r\n\r\n"
+        single = b"GET /api/v1/agents HTTP/1.1\r\nHost: x\r\nx-api-key: " + self.key.encode() + b"\r\n\r\n"
         last = (b"GET /api/v1/agents?limit=1 HTTP/1.1\r\nHost: x\r\nx-api-key: " + self.key.encode()
                 + b"\r\nConnection: close\r\n\r\n")
         sock = socket.create_connection((self.server.host, self.server.port), timeout=10)
         try:
-            sock.sendall(one + one + last)
+            sock.sendall(single + single + last)
             stream = sock.makefile("rb")
             limits = []
             for _ in range(3):

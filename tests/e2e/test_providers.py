@@ -124,7 +124,7 @@ class OpenAIProviderTest(ProviderTestCase):
         self.assertEqual(run["status"], "succeeded", run)
         requests = self.mock.requests(model="mock-flaky-1-429")
         self.assertEqual(len(requests), 2)
-        # The 429 said Retry-After: 1. This is a lower bound, which slowness cannot break.
+        # The 429 reply carried Retry-After: 1. A lower bound cannot fail because of a slow machine.
         self.assertGreaterEqual(requests[1]["time"] - requests[0]["time"], 0.9)
 
     def test_429_always_fails_eventually(self):

@@ -19,6 +19,8 @@ static int test_provider_known(const char *name)
     return strcmp(name, "echo") == 0 || strcmp(name, "openai") == 0 || strcmp(name, "anthropic") == 0;
 }
 
+static const agent_import_options_t test_provider_known_options = {test_provider_known, NULL, NULL};
+
 static const char example_agent[] =
     "{\"name\": \"Weekly KPI summary\", \"description\": \"KPIs for one region\",\n"
     " \"published\": true,\n"
@@ -35,7 +37,7 @@ static agent_t *parse_ok(const char *text, size_t *n)
     char err[512];
     agent_t *agents = NULL;
 
-    if (agent_import_parse(text, strlen(text), test_provider_known, &agents, n, err, sizeof(err)) != 0)
+    if (agent_import_parse(text, strlen(text), &test_provider_known_options, &agents, n, err, sizeof(err)) != 0)
         fail_msg("rejected: %s\ninput: %s", err, text);
     return agents;
 }
@@ -313,7 +315,7 @@ static void import_rejections(void **state)
         int rc;
 
         memset(err, 'x', sizeof(err));
-        rc = agent_import_parse(c->text, strlen(c->text), test_provider_known, &agents, &n, err, sizeof(err));
+        rc = agent_import_parse(c->text, strlen(c->text), &test_provider_known_options, &agents, &n, err, sizeof(err));
         if (rc != -1)
             fail_msg("accepted: %s", c->text);
         if (agents != NULL || n != 0)
@@ -338,7 +340,7 @@ static void import_message_truncation(void **state)
     for (int i = 0; i < 100; i++)
         strcat(name, "\xc3\xa9");
     snprintf(text, sizeof(text), "{\"name\":\"%s\",\"prompt\":1,\"provider\":\"echo\"}", name);
-    assert_int_equal(agent_import_parse(text, strlen(text), test_provider_known, &agents, &n, err, sizeof(err)), -1);
+    assert_int_equal(agent_import_parse(text, strlen(text), &test_provider_known_options, &agents, &n, err, sizeof(err)), -1);
     assert_true(strlen(err) < sizeof(err));
     assert_true(strlen(err) >= sizeof(err) - 3);
     for (size_t i = 0; err[i] != '\0';) {
@@ -357,7 +359,7 @@ static void import_invalid_utf8_rejected(void **state)
     agent_t *agents;
     size_t n;
 
-    assert_int_equal(agent_import_parse(text, strlen(text), test_provider_known, &agents, &n, err, sizeof(err)), -1);
+    assert_int_equal(agent_import_parse(text, strlen(text), &test_provider_known_options, &agents, &n, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "invalid JSON"));
     assert_null(strchr(err, '\xff'));
 }
@@ -369,7 +371,7 @@ static void import_nul_byte_rejected(void **state)
     agent_t *agents;
     size_t n;
 
-    assert_int_equal(agent_import_parse(text, strlen(text), test_provider_known, &agents, &n, err, sizeof(err)), -1);
+    assert_int_equal(agent_import_parse(text, strlen(text), &test_provider_known_options, &agents, &n, err, sizeof(err)), -1);
     assert_non_null(strstr(err, "invalid JSON"));
 }
 
@@ -530,6 +532,50 @@ static void api_json_unset_fields_null(void **state)
     free_agents(agents, n);
 }
 
+/* ---- provider and model overrides ---- */
+
+static void import_override_replaces_provider(void **state)
+{
+    static const char text[] = "{\"name\": \"a\", \"prompt\": \"p\", \"provider\": \"nosuch\"}";
+    const agent_import_options_t options = {test_provider_known, "echo", NULL};
+    agent_t *agents = NULL;
+    size_t n = 0;
+    char err[512];
+
+    assert_int_equal(agent_import_parse(text, strlen(text), &options, &agents, &n, err, sizeof(err)), 0);
+    assert_string_equal(agents[0].provider, "echo");
+    free_agents(agents, n);
+}
+
+static void import_override_needs_model(void **state)
+{
+    static const char text[] = "{\"name\": \"a\", \"prompt\": \"p\", \"provider\": \"echo\"}";
+    const agent_import_options_t without_model = {test_provider_known, "openai", NULL};
+    const agent_import_options_t with_model = {test_provider_known, "openai", "gpt-4o-mini"};
+    agent_t *agents = NULL;
+    size_t n = 0;
+    char err[512];
+
+    assert_int_equal(agent_import_parse(text, strlen(text), &without_model, &agents, &n, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "model"));
+    assert_int_equal(agent_import_parse(text, strlen(text), &with_model, &agents, &n, err, sizeof(err)), 0);
+    assert_string_equal(agents[0].provider, "openai");
+    assert_string_equal(agents[0].model, "gpt-4o-mini");
+    free_agents(agents, n);
+}
+
+static void import_override_unknown_rejected(void **state)
+{
+    static const char text[] = "{\"name\": \"a\", \"prompt\": \"p\", \"provider\": \"echo\"}";
+    const agent_import_options_t options = {test_provider_known, "nosuch", NULL};
+    agent_t *agents = NULL;
+    size_t n = 0;
+    char err[512];
+
+    assert_int_equal(agent_import_parse(text, strlen(text), &options, &agents, &n, err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "provider"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -549,6 +595,9 @@ int main(void)
         cmocka_unit_test(params_from_text_replaces),
         cmocka_unit_test(api_json_exact),
         cmocka_unit_test(api_json_unset_fields_null),
+        cmocka_unit_test(import_override_replaces_provider),
+        cmocka_unit_test(import_override_needs_model),
+        cmocka_unit_test(import_override_unknown_rejected),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

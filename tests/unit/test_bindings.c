@@ -33,6 +33,8 @@ static int any_provider(const char *name)
     return 1;
 }
 
+static const agent_import_options_t any_provider_options = {any_provider, NULL, NULL};
+
 static agent_t load_agent(const char *json)
 {
     agent_t *agents;
@@ -40,7 +42,7 @@ static agent_t load_agent(const char *json)
     size_t n;
     char err[512];
 
-    if (agent_import_parse(json, strlen(json), any_provider, &agents, &n, err, sizeof(err)) != 0)
+    if (agent_import_parse(json, strlen(json), &any_provider_options, &agents, &n, err, sizeof(err)) != 0)
         fail_msg("test agent rejected: %s", err);
     agent = agents[0];
     free(agents);

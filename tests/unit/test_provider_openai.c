@@ -95,6 +95,7 @@ static void request_minimal_run(void **state)
     provider_request_t req;
     run_t run;
     json_t *body;
+    json_t *messages;
 
     memset(&run, 0, sizeof(run));
     run.prompt = "hi";
@@ -107,9 +108,9 @@ static void request_minimal_run(void **state)
     assert_null(json_object_get(body, "model"));
     assert_null(json_object_get(body, "temperature"));
     assert_null(json_object_get(body, "max_tokens"));
-    assert_int_equal(json_array_size(json_object_get(body, "messages")), 1);
-    assert_string_equal(json_string_value(json_object_get(json_array_get(json_object_get(body, "messages"), 0), "role")),
-                        "user");
+    messages = json_object_get(body, "messages");
+    assert_int_equal(json_array_size(messages), 1);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(messages, 0), "role")), "user");
     json_decref(body);
     provider_request_free(&req);
 }
@@ -161,6 +162,27 @@ static void request_join_url(void **state)
     url = provider_join_url("", "https://api.openai.com/v1", "/chat/completions");
     assert_string_equal(url, "https://api.openai.com/v1/chat/completions");
     free(url);
+    url = provider_join_url("https://r.openai.azure.com/openai/deployments/d/?api-version=2024-06-01", "x",
+                            "/chat/completions");
+    assert_string_equal(url, "https://r.openai.azure.com/openai/deployments/d/chat/completions?api-version=2024-06-01");
+    free(url);
+}
+
+static void request_azure_key_header(void **state)
+{
+    provider_endpoint_t endpoint = {"https://res.openai.azure.com/openai/deployments/gpt?api-version=2024-06-01",
+                                    "azure-key-1"};
+    run_t run = full_run();
+    provider_request_t req;
+
+    assert_int_equal(provider_openai.build_request(&endpoint, &run, &req), 0);
+    assert_true(has_header(&req, "api-key: azure-key-1"));
+    assert_false(has_header_named(&req, "Authorization:"));
+    provider_request_free(&req);
+
+    assert_true(provider_url_is_azure("https://x.cognitiveservices.azure.com/openai/v1"));
+    assert_false(provider_url_is_azure("https://openai.azure.com.evil.example/v1"));
+    assert_false(provider_url_is_azure("http://127.0.0.1:8000/v1"));
 }
 
 /* ---- stream chunks ---- */
@@ -361,7 +383,8 @@ static void body_null_content(void **state)
 
 static void body_error_object(void **state)
 {
-    static const char body[] = "{\"error\":{\"message\":\"Bad things\",\"type\":\"invalid_request_error\",\"code\":null}}";
+    static const char body[] =
+        "{\"error\":{\"message\":\"Bad things\",\"type\":\"invalid_request_error\",\"code\":null}}";
     provider_reply_t reply;
 
     memset(&reply, 0, sizeof(reply));
@@ -400,8 +423,9 @@ static const status_case_t status_cases[] = {
      "{\"error\":{\"message\":\"The model 'x' does not exist\",\"type\":\"invalid_request_error\",\"param\":null,"
      "\"code\":\"model_not_found\"}}",
      1, NULL, "provider returned 404 model_not_found after 1 attempt: The model 'x' does not exist"},
-    {"openai without code uses type", 400, "{\"error\":{\"message\":\"bad\",\"type\":\"invalid_request_error\",\"code\":null}}",
-     1, NULL, "provider returned 400 invalid_request_error after 1 attempt: bad"},
+    {"openai without code uses type", 400,
+     "{\"error\":{\"message\":\"bad\",\"type\":\"invalid_request_error\",\"code\":null}}", 1, NULL,
+     "provider returned 400 invalid_request_error after 1 attempt: bad"},
     {"html page summarised", 502, "<html>\r\n<head><title>502 Bad Gateway</title></head></html>", 4, NULL,
      "provider returned 502 with a non-JSON body after 4 attempts"},
     {"empty body", 503, "", 4, NULL, "provider returned 503 with an empty body after 4 attempts"},
@@ -414,8 +438,9 @@ static const status_case_t status_cases[] = {
      "\"code\":404}",
      1, NULL, "provider returned 404 NotFoundError after 1 attempt: The model `m` does not exist."},
     {"fastapi detail", 404, "{\"detail\":\"Not Found\"}", 1, NULL, "provider returned 404 after 1 attempt: Not Found"},
-    {"anthropic error", 529, "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}", 4,
-     NULL, "provider returned 529 overloaded_error after 4 attempts: Overloaded"},
+    {"anthropic error", 529,
+     "{\"type\":\"error\",\"error\":{\"type\":\"overloaded_error\",\"message\":\"Overloaded\"}}", 4, NULL,
+     "provider returned 529 overloaded_error after 4 attempts: Overloaded"},
     {"json without a message", 418, "{\"teapot\":true}", 1, NULL,
      "provider returned 418 after 1 attempt: {\"teapot\":true}"},
     {"api key scrubbed", 401,
@@ -552,6 +577,7 @@ int main(void)
         cmocka_unit_test(request_temperature_zero_sent),
         cmocka_unit_test(request_invalid_utf8_rejected),
         cmocka_unit_test(request_join_url),
+        cmocka_unit_test(request_azure_key_header),
         cmocka_unit_test(chunks_table),
         cmocka_unit_test(stream_cut_everywhere),
         cmocka_unit_test(body_chat_completion),

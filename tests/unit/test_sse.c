@@ -1,7 +1,7 @@
 /*
  * Tests of the Server-Sent Events parser. Every stream of the table is fed
- * whole, cut in two at every possible point, cut in three at every pair of
- * points, and byte by byte; each way must yield exactly the expected events.
+ * four ways: whole, cut in two at every point, cut in three at every pair of
+ * points, and byte by byte. Each way must yield exactly the expected events.
  */
 #include <setjmp.h>
 #include <stdarg.h>
