@@ -1150,6 +1150,7 @@ static void engine_claim(engine_t *e)
 {
     size_t capacity = e->max_in_flight > e->n_runs ? e->max_in_flight - e->n_runs : 0;
     size_t batch = capacity < ENGINE_CLAIM_BATCH_MAX ? capacity : ENGINE_CLAIM_BATCH_MAX;
+    store_claim_limits_t limits = {0, 0, 0};
     run_t *claimed = NULL;
     size_t n = 0;
 
@@ -1159,7 +1160,8 @@ static void engine_claim(engine_t *e)
         e->claim_blocked = 1; /* engine_run_free() requests a claim when a slot opens */
         return;
     }
-    if (store_runs_claim(e->store, e->node_id, clock_now_ms(), e->lease_ms, e->max_attempts, batch, &claimed, &n) !=
+    limits.max = batch;
+    if (store_runs_claim(e->store, e->node_id, clock_now_ms(), e->lease_ms, e->max_attempts, &limits, &claimed, &n) !=
         STORE_OK)
         return; /* already logged by the store; the next poll tries again */
 

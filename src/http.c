@@ -59,6 +59,7 @@ struct http_thread {
     int index;
     int listen_fd;
     h2o_socket_t *listener;
+    size_t open_connections;
     store_t *store;
     char request_id_prefix[11];
     uint64_t request_counter;
@@ -547,6 +548,13 @@ static void envelope_on_setup_ostream(h2o_filter_t *self, h2o_req_t *req, h2o_os
 
 /* ---- listeners and threads ---- */
 
+static void on_connection_close(void *data)
+{
+    http_thread_t *thread = data;
+
+    thread->open_connections--;
+}
+
 static void on_accept(h2o_socket_t *listener, const char *err)
 {
     http_thread_t *thread = listener->data;
@@ -558,6 +566,9 @@ static void on_accept(h2o_socket_t *listener, const char *err)
     for (int i = 0; i < 64; i++) {
         if ((sock = h2o_evloop_socket_accept(listener)) == NULL)
             return;
+        thread->open_connections++;
+        sock->on_close.cb = on_connection_close;
+        sock->on_close.data = thread;
         h2o_accept(&thread->accept_ctx, sock);
     }
 }
@@ -609,6 +620,16 @@ static void report_start(http_server_t *server, int ok)
     pthread_mutex_unlock(&server->start_lock);
 }
 
+/* Frees the socket buffers that h2o keeps for reuse in this thread's
+ * storage, which would otherwise leak when the thread ends. */
+static void release_thread_buffers(void)
+{
+    h2o_mem_recycle_t *recycle = &h2o_socket_buffer_prototype.allocator;
+
+    while (recycle->cnt > 0)
+        free(h2o_mem_alloc_recycle(recycle, 0));
+}
+
 static void *thread_main(void *arg)
 {
     http_thread_t *thread = arg;
@@ -630,13 +651,26 @@ static void *thread_main(void *arg)
     while (!atomic_load(&server->stopping))
         h2o_evloop_run(thread->ctx.loop, LOOP_TICK_MS);
 
-    /* stop accepting, then let replies in flight reach their clients */
+    /* stop accepting, ask h2o to close idle keep-alive connections, and
+     * let replies in flight reach their clients */
     h2o_socket_read_stop(thread->listener);
     h2o_socket_close(thread->listener);
     thread->listener = NULL;
+    h2o_context_request_shutdown(&thread->ctx);
     drain_until = clock_mono_ms() + DRAIN_MS;
-    while (clock_mono_ms() < drain_until)
+    while (thread->open_connections > 0 && clock_mono_ms() < drain_until)
         h2o_evloop_run(thread->ctx.loop, 50);
+
+    /* h2o cannot dispose of a context that still has connections, so a
+     * client that keeps one open past the drain leaves it to process exit */
+    if (thread->open_connections == 0) {
+        h2o_context_dispose(&thread->ctx);
+        h2o_evloop_destroy(thread->ctx.loop);
+        release_thread_buffers();
+    } else {
+        log_warn("msg=\"connections still open at shutdown\" thread=%d connections=%zu", thread->index,
+                 thread->open_connections);
+    }
 
     store_close(thread->store);
     thread->store = NULL;
@@ -756,9 +790,8 @@ void http_server_stop(http_server_t *server, int64_t grace_ms)
         for (int s = 0; s < HTTP_CACHE_SLOTS; s++)
             free(server->threads[i].cache[s].body);
     }
-    /* the h2o contexts and loops are left to process exit: h2o 2.2 has no
-     * call that closes the remaining connections of a context */
     free(server->threads);
+    h2o_config_dispose(&server->globalconf);
     ratelimit_destroy(server->key_limiter);
     ratelimit_destroy(server->auth_limiter);
     free(server);

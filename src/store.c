@@ -136,9 +136,9 @@ store_rc_t store_run_get(store_t *store, int64_t org_id, int64_t agent_id, const
 }
 
 store_rc_t store_runs_claim(store_t *store, const char *owner, int64_t now_ms, int64_t lease_ms,
-                            int max_attempts, size_t max, run_t **out, size_t *n)
+                            int max_attempts, const store_claim_limits_t *limits, run_t **out, size_t *n)
 {
-    return store->ops->runs_claim(store, owner, now_ms, lease_ms, max_attempts, max, out, n);
+    return store->ops->runs_claim(store, owner, now_ms, lease_ms, max_attempts, limits, out, n);
 }
 
 void store_run_list_free(run_t *runs, size_t n)
@@ -163,4 +163,39 @@ store_rc_t store_run_complete(store_t *store, const char *run_id, const char *ow
 store_rc_t store_runs_release(store_t *store, const char *owner)
 {
     return store->ops->runs_release(store, owner);
+}
+
+store_rc_t store_run_cancel(store_t *store, int64_t org_id, int64_t agent_id, const char *run_id, int64_t now_ms,
+                            run_t *out)
+{
+    return store->ops->run_cancel(store, org_id, agent_id, run_id, now_ms, out);
+}
+
+store_rc_t store_runs_cancel_requested(store_t *store, const char *owner, char (*ids)[RUN_ID_LEN + 1], size_t max,
+                                       size_t *n)
+{
+    return store->ops->runs_cancel_requested(store, owner, ids, max, n);
+}
+
+int store_shares_limits(store_t *store)
+{
+    return store->ops->ratelimit_take != NULL;
+}
+
+store_rc_t store_ratelimit_take(store_t *store, const char *name, int64_t per_minute, int64_t burst, int64_t now_ms,
+                                int take, ratelimit_result_t *out)
+{
+    if (store->ops->ratelimit_take == NULL)
+        return STORE_ERROR;
+    return store->ops->ratelimit_take(store, name, per_minute, burst, now_ms, take, out);
+}
+
+int store_notify_fd(store_t *store)
+{
+    return store->ops->notify_fd != NULL ? store->ops->notify_fd(store) : -1;
+}
+
+int store_notifications_drain(store_t *store)
+{
+    return store->ops->notifications_drain != NULL ? store->ops->notifications_drain(store) : 0;
 }

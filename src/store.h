@@ -33,6 +33,7 @@
 #include <stdint.h>
 
 #include "model.h"
+#include "ratelimit.h"
 
 typedef struct store store_t;
 
@@ -108,16 +109,27 @@ store_rc_t store_run_create(store_t *store, const run_t *run, int64_t max_in_fli
 /* The run run_id (lowercase) of agent_id in org_id, else STORE_NOT_FOUND. */
 store_rc_t store_run_get(store_t *store, int64_t org_id, int64_t agent_id, const char *run_id, run_t *out);
 
+/* Limits that a claim respects, so one busy tenant cannot take every slot. */
+typedef struct {
+    size_t max;            /* runs to claim in this call */
+    int64_t max_per_org;   /* runs running at once per organization, over all engines; 0 = no limit */
+    int64_t max_per_agent; /* runs running at once per agent, over all engines; 0 = no limit */
+} store_claim_limits_t;
+
 /*
- * Claims up to max runs for owner, oldest first: pending runs, and running
- * runs whose lease expired before now_ms. Each claimed run becomes running
- * with attempts + 1, started_at set on the first claim, and a lease until
- * now_ms + lease_ms. An expired run that was already claimed max_attempts
- * times is failed instead, with an error saying it was interrupted.
- * *out is an array of *n runs to release with store_run_list_free().
+ * Claims up to limits->max runs for owner: pending runs, and running runs
+ * whose lease expired before now_ms. Organizations take turns (the oldest
+ * claimable run of each organization first, then the next of each), and
+ * within one organization runs go oldest first; runs that would exceed a
+ * per-organization or per-agent limit stay pending. Each claimed run becomes
+ * running with attempts + 1, started_at set on the first claim, and a lease
+ * until now_ms + lease_ms. An expired run that was already claimed
+ * max_attempts times is failed instead, with an error saying it was
+ * interrupted. A pending run whose cancellation was requested is never
+ * claimed. *out is an array of *n runs to release with store_run_list_free().
  */
 store_rc_t store_runs_claim(store_t *store, const char *owner, int64_t now_ms, int64_t lease_ms,
-                            int max_attempts, size_t max, run_t **out, size_t *n);
+                            int max_attempts, const store_claim_limits_t *limits, run_t **out, size_t *n);
 void store_run_list_free(run_t *runs, size_t n);
 /* Extends every lease that owner holds to lease_until_ms. */
 store_rc_t store_runs_renew(store_t *store, const char *owner, int64_t lease_until_ms);
@@ -130,5 +142,47 @@ store_rc_t store_runs_renew(store_t *store, const char *owner, int64_t lease_unt
 store_rc_t store_run_complete(store_t *store, const char *run_id, const char *owner, const run_t *result);
 /* Hands owner's running runs back as pending (graceful shutdown). */
 store_rc_t store_runs_release(store_t *store, const char *owner);
+
+/*
+ * Records a cancellation of run_id (lowercase) of agent_id in org_id and
+ * fills out with the run as it then stands. A pending run becomes cancelled
+ * at once (completed_at now_ms) and never starts. A running run keeps
+ * running, marked for cancellation: the engine that holds it aborts it and
+ * completes it as cancelled, keeping the partial output. Cancelling a
+ * cancelled or cancel-marked run again is STORE_OK. A run that already
+ * succeeded or failed is STORE_CONFLICT (out is still filled). Unknown:
+ * STORE_NOT_FOUND.
+ */
+store_rc_t store_run_cancel(store_t *store, int64_t org_id, int64_t agent_id, const char *run_id, int64_t now_ms,
+                            run_t *out);
+/* Writes into ids (up to max) the runs that owner holds and whose
+ * cancellation was requested; *n is how many. */
+store_rc_t store_runs_cancel_requested(store_t *store, const char *owner, char (*ids)[RUN_ID_LEN + 1], size_t max,
+                                       size_t *n);
+
+/* ---- coordination between processes sharing one database ---- */
+
+/*
+ * Whether rate limits must be kept in the database because several
+ * processes serve the same keys (PostgreSQL). With SQLite one process serves
+ * the API, so limits stay in its memory (ratelimit.h) and this returns 0.
+ */
+int store_shares_limits(store_t *store);
+/*
+ * Takes one token from name's bucket (per_minute tokens a minute, burst at
+ * most) as of now_ms, atomically across every process on the database.
+ * Only for stores where store_shares_limits() is 1.
+ */
+store_rc_t store_ratelimit_take(store_t *store, const char *name, int64_t per_minute, int64_t burst, int64_t now_ms,
+                                int take, ratelimit_result_t *out);
+/*
+ * A descriptor that becomes readable when another process created a run
+ * (PostgreSQL LISTEN), or -1 when the store has none (SQLite: the engine in
+ * the same process is woken directly). After it polls readable, call
+ * store_notifications_drain().
+ */
+int store_notify_fd(store_t *store);
+/* Consumes pending notifications; returns how many arrived. */
+int store_notifications_drain(store_t *store);
 
 #endif

@@ -39,10 +39,21 @@ typedef struct store_ops {
                              char existing_id[RUN_ID_LEN + 1]);
     store_rc_t (*run_get)(store_t *store, int64_t org_id, int64_t agent_id, const char *run_id, run_t *out);
     store_rc_t (*runs_claim)(store_t *store, const char *owner, int64_t now_ms, int64_t lease_ms,
-                             int max_attempts, size_t max, run_t **out, size_t *n);
+                             int max_attempts, const store_claim_limits_t *limits, run_t **out, size_t *n);
     store_rc_t (*runs_renew)(store_t *store, const char *owner, int64_t lease_until_ms);
     store_rc_t (*run_complete)(store_t *store, const char *run_id, const char *owner, const run_t *result);
     store_rc_t (*runs_release)(store_t *store, const char *owner);
+    store_rc_t (*run_cancel)(store_t *store, int64_t org_id, int64_t agent_id, const char *run_id, int64_t now_ms,
+                             run_t *out);
+    store_rc_t (*runs_cancel_requested)(store_t *store, const char *owner, char (*ids)[RUN_ID_LEN + 1], size_t max,
+                                        size_t *n);
+
+    /* NULL in stores where one process serves the API (see store_shares_limits) */
+    store_rc_t (*ratelimit_take)(store_t *store, const char *name, int64_t per_minute, int64_t burst, int64_t now_ms,
+                                 int take, ratelimit_result_t *out);
+    /* NULL in stores without cross-process notifications */
+    int (*notify_fd)(store_t *store);
+    int (*notifications_drain)(store_t *store);
 } store_ops_t;
 
 /* The first member of every connection, and the only part that store.c reads. */

@@ -1521,8 +1521,9 @@ static store_rc_t claim_runs(sqlite_store_t *s, const char *owner, int64_t now_m
 }
 
 static store_rc_t sqlite_runs_claim(store_t *store, const char *owner, int64_t now_ms, int64_t lease_ms,
-                                    int max_attempts, size_t max, run_t **out, size_t *n)
+                                    int max_attempts, const store_claim_limits_t *limits, run_t **out, size_t *n)
 {
+    size_t max = limits->max;
     sqlite_store_t *s = to_sqlite(store);
     failed_run_t *failed = NULL;
     claimed_run_t *claimed = NULL;

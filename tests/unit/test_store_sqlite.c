@@ -844,7 +844,7 @@ static void test_run_create_in_flight_limit(void **state)
     assert_int_equal(store_run_create(f->store, &run, 0, NULL, NULL, NULL), STORE_OK);
 
     /* a running run still counts, a finished one no longer does */
-    assert_int_equal(store_runs_claim(f->store, "engine-a", T0 + 10, 1000, 3, 1, &claimed, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-a", T0 + 10, 1000, 3, &(store_claim_limits_t){1, 0, 0}, &claimed, &n), STORE_OK);
     assert_int_equal(n, 1);
     make_run(&run, f, agent_id, f->key_id, 6, T0 + 5);
     assert_int_equal(store_run_create(f->store, &run, 3, NULL, NULL, NULL), STORE_LIMIT);
@@ -980,7 +980,7 @@ static int claim_runs_body(store_t *store, const fixture_t *f, int i)
         run_t *runs = NULL;
         size_t n = 0;
 
-        if (store_runs_claim(store, owner, T0 + 1000, 60000, 3, 7, &runs, &n) != STORE_OK)
+        if (store_runs_claim(store, owner, T0 + 1000, 60000, 3, &(store_claim_limits_t){7, 0, 0}, &runs, &n) != STORE_OK)
             return -1;
         store_run_list_free(runs, n);
         if (n == 0)
@@ -1019,7 +1019,7 @@ static void test_runs_claim_oldest_first(void **state)
     create_run(f, agent_id, 3, T0 + 20);
     create_run(f, agent_id, 4, T0 + 10); /* same time as run 2, stored later */
 
-    assert_int_equal(store_runs_claim(f->store, "engine-a", T0 + 100, 1000, 3, 3, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-a", T0 + 100, 1000, 3, &(store_claim_limits_t){3, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 3);
     assert_string_equal(runs[0].id, "00000000-0000-4000-8000-000000000002");
     assert_string_equal(runs[1].id, "00000000-0000-4000-8000-000000000004");
@@ -1040,16 +1040,16 @@ static void test_runs_claim_oldest_first(void **state)
     store_run_list_free(runs, n);
 
     /* only the newest run is left, because the claimed ones hold live leases */
-    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 200, 1000, 3, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 200, 1000, 3, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 1);
     assert_string_equal(runs[0].id, "00000000-0000-4000-8000-000000000001");
     store_run_list_free(runs, n);
 
-    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 300, 1000, 3, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 300, 1000, 3, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 0);
     assert_null(runs);
 
-    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 300, 1000, 3, 0, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 300, 1000, 3, &(store_claim_limits_t){0, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 0);
 }
 
@@ -1064,15 +1064,15 @@ static void test_runs_claim_takes_over_expired_lease(void **state)
 
     create_run(f, agent_id, 1, T0);
     run_id_of(1, id);
-    assert_int_equal(store_runs_claim(f->store, "engine-a", T0 + 100, 1000, 3, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-a", T0 + 100, 1000, 3, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 1);
     store_run_list_free(runs, n);
 
     /* at the expiry instant the lease still holds */
-    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 1100, 1000, 3, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 1100, 1000, 3, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 0);
 
-    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 1101, 1000, 3, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 1101, 1000, 3, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 1);
     assert_string_equal(runs[0].id, id);
     assert_int_equal(runs[0].attempts, 2);
@@ -1112,16 +1112,16 @@ static void test_runs_claim_fails_after_max_attempts(void **state)
 
     create_run(f, agent_id, 1, T0);
     run_id_of(1, id);
-    assert_int_equal(store_runs_claim(f->store, "engine-a", T0, 100, 2, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-a", T0, 100, 2, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 1);
     store_run_list_free(runs, n);
-    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 200, 100, 2, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 200, 100, 2, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 1);
     assert_int_equal(runs[0].attempts, 2);
     store_run_list_free(runs, n);
 
     /* the second lease expires too: the run has had its two attempts */
-    assert_int_equal(store_runs_claim(f->store, "engine-c", T0 + 400, 100, 2, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-c", T0 + 400, 100, 2, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 0);
     assert_int_equal(store_run_get(f->store, f->org_id, agent_id, id, &run), STORE_OK);
     assert_int_equal(run.status, RUN_FAILED);
@@ -1149,7 +1149,7 @@ static void test_run_complete_by_non_owner(void **state)
     assert_int_equal(store_run_complete(f->store, id, "engine-a", &result), STORE_NOT_FOUND);
     assert_int_equal(status_of(f, agent_id, 1), RUN_PENDING);
 
-    assert_int_equal(store_runs_claim(f->store, "engine-a", T0, 1000, 3, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-a", T0, 1000, 3, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     store_run_list_free(runs, n);
     assert_int_equal(store_run_complete(f->store, id, "engine-b", &result), STORE_NOT_FOUND);
     assert_int_equal(status_of(f, agent_id, 1), RUN_RUNNING);
@@ -1173,20 +1173,20 @@ static void test_runs_renew_extends_lease(void **state)
 
     create_run(f, agent_id, 1, T0);
     create_run(f, agent_id, 2, T0 + 1);
-    assert_int_equal(store_runs_claim(f->store, "engine-a", T0, 1000, 3, 1, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-a", T0, 1000, 3, &(store_claim_limits_t){1, 0, 0}, &runs, &n), STORE_OK);
     store_run_list_free(runs, n);
-    assert_int_equal(store_runs_claim(f->store, "engine-b", T0, 1000, 3, 1, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-b", T0, 1000, 3, &(store_claim_limits_t){1, 0, 0}, &runs, &n), STORE_OK);
     store_run_list_free(runs, n);
 
     assert_int_equal(store_runs_renew(f->store, "engine-a", T0 + 5000), STORE_OK);
 
     /* engine-b did not renew, so only its run is taken over (with a long lease) */
-    assert_int_equal(store_runs_claim(f->store, "engine-c", T0 + 2000, 10000, 3, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-c", T0 + 2000, 10000, 3, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 1);
     assert_string_equal(runs[0].id, "00000000-0000-4000-8000-000000000002");
     store_run_list_free(runs, n);
 
-    assert_int_equal(store_runs_claim(f->store, "engine-c", T0 + 5001, 1000, 3, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-c", T0 + 5001, 1000, 3, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 1);
     assert_string_equal(runs[0].id, "00000000-0000-4000-8000-000000000001");
     store_run_list_free(runs, n);
@@ -1203,7 +1203,7 @@ static void test_runs_release_hands_back(void **state)
 
     create_run(f, agent_id, 1, T0);
     run_id_of(1, id);
-    assert_int_equal(store_runs_claim(f->store, "engine-a", T0, 1000, 1, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-a", T0, 1000, 1, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     store_run_list_free(runs, n);
 
     assert_int_equal(store_runs_release(f->store, "engine-a"), STORE_OK);
@@ -1216,7 +1216,7 @@ static void test_runs_release_hands_back(void **state)
     /* the released run is claimable at once, with its attempt given back */
     complete_run(&result, RUN_SUCCEEDED);
     assert_int_equal(store_run_complete(f->store, id, "engine-a", &result), STORE_NOT_FOUND);
-    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 1, 1000, 1, 10, &runs, &n), STORE_OK);
+    assert_int_equal(store_runs_claim(f->store, "engine-b", T0 + 1, 1000, 1, &(store_claim_limits_t){10, 0, 0}, &runs, &n), STORE_OK);
     assert_int_equal(n, 1);
     assert_int_equal(runs[0].attempts, 1);
     assert_int_equal(runs[0].started_at_ms, T0 + 1);
