@@ -62,6 +62,7 @@ if [ "$sanitizers" -eq 1 ]; then
     echo "== build with AddressSanitizer and UBSan"
     make -s -j"$(nproc)" SANITIZE=1 all || exit 1
     export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
+    export LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp:print_suppressions=0"
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     echo "== unit tests (sanitizers)"
     run_unit build-asan

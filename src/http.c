@@ -664,6 +664,10 @@ static void *thread_main(void *arg)
     /* h2o cannot dispose of a context that still has connections, so a
      * client that keeps one open past the drain leaves it to process exit */
     if (thread->open_connections == 0) {
+        /* the shutdown request armed HTTP/2's graceful-shutdown timer, and a
+         * context cannot be disposed of with a timer still armed */
+        if (h2o_timeout_is_linked(&thread->ctx.http2._graceful_shutdown_timeout))
+            h2o_timeout_unlink(&thread->ctx.http2._graceful_shutdown_timeout);
         h2o_context_dispose(&thread->ctx);
         h2o_evloop_destroy(thread->ctx.loop);
         release_thread_buffers();
