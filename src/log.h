@@ -15,6 +15,15 @@
 
 typedef enum { LOG_DEBUG = 0, LOG_INFO, LOG_WARN, LOG_ERROR } log_level_t;
 
+/*
+ * Buffers the calling thread's info and debug lines until log_flush(), so an
+ * event loop writes the lines of one loop iteration with one write(2).
+ * Warnings and errors are written at once, after what was buffered.
+ */
+void log_buffer_thread(void);
+/* Writes the calling thread's buffered lines. */
+void log_flush(void);
+
 /* Lines below this level are dropped; the default is LOG_INFO. */
 void log_set_level(log_level_t level);
 int log_parse_level(const char *name, log_level_t *out);
