@@ -10,13 +10,22 @@
   fixture.py echo-run BASE_URL KEY AGENT_LIST_FILE OUT
       Start a run of the first agent in AGENT_LIST_FILE (a saved
       GET /api/v1/agents reply), binding each required parameter that has no
-      default, poll it until it succeeds (at most 15 s), write the exact body
-      of the final poll to OUT and print the run's path on stdout.
+      default. Poll the run until it succeeds (at most 15 s), write the exact
+      body of the final poll to OUT and print the run's path on stdout.
+
+  fixture.py proc-ticks OUT
+      Write the CPU time (user + system clock ticks) of every process now
+      running but this one, with its name, to OUT as JSON.
+  fixture.py proc-ticks-top BEFORE AFTER SECONDS [PID...]
+      Print the three processes, other than the PIDs given, that used the
+      most CPU between two proc-ticks files, in percent of one core over
+      SECONDS. Processes that started and ended between the two are missed.
 
 Errors go to stderr with a non-zero exit status.
 """
 
 import json
+import os
 import socket
 import sys
 import time
@@ -104,6 +113,41 @@ def echo_run(base_url, key, agent_list_path, out_path):
     print(path)
 
 
+def proc_ticks(out_path):
+    ticks = {}
+    for name in os.listdir("/proc"):
+        if not name.isdigit() or int(name) == os.getpid():
+            continue
+        try:
+            with open("/proc/%s/stat" % name, encoding="utf-8", errors="replace") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        # the name is in parentheses and may contain spaces, so split only after the last ")"
+        comm = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        ticks[name] = [comm, int(fields[11]) + int(fields[12])]
+    with open(out_path, "w", encoding="utf-8") as out:
+        json.dump(ticks, out)
+
+
+def proc_ticks_top(before_path, after_path, seconds, excluded_pids):
+    with open(before_path, encoding="utf-8") as f:
+        before = json.load(f)
+    with open(after_path, encoding="utf-8") as f:
+        after = json.load(f)
+    hz = os.sysconf("SC_CLK_TCK")
+    used = []
+    for pid, (comm, ticks) in after.items():
+        if pid in excluded_pids:
+            continue
+        delta = ticks - before.get(pid, [comm, 0])[1]
+        if delta > 0:
+            used.append((delta, comm))
+    used.sort(reverse=True)
+    print(", ".join("%s %.1f" % (comm, 100.0 * delta / (hz * seconds)) for delta, comm in used[:3]))
+
+
 def main():
     args = sys.argv[1:]
     if args == ["free-port"]:
@@ -112,6 +156,10 @@ def main():
         get(args[1], args[2], args[3])
     elif len(args) == 5 and args[0] == "echo-run":
         echo_run(args[1], args[2], args[3], args[4])
+    elif len(args) == 2 and args[0] == "proc-ticks":
+        proc_ticks(args[1])
+    elif len(args) >= 4 and args[0] == "proc-ticks-top":
+        proc_ticks_top(args[1], args[2], float(args[3]), set(args[4:]))
     else:
         sys.exit(__doc__)
 

@@ -1,12 +1,17 @@
-# Shared steps of bench/run.sh and bench/profile.sh; source it, do not run it.
+# shellcheck shell=bash
+# Shared steps of bench/run.sh and bench/profile.sh. Source it, do not run it.
 #
 # The caller sets `repo` (the repository root) and `work` (a private
 # temporary directory) before calling anything here. Every process started
 # through these functions has its PID in `bench_pids`, and bench_stop_all
 # (installed as the EXIT trap by bench_init) stops exactly those processes.
 
+# The variables these functions set (bench_url, bench_pid, nginx_url, ...)
+# are read by the sourcing script, and it sets repo and work.
+# shellcheck disable=SC2034,SC2154
+
 bench_pids=()
-bench_pushaid_prefix=() # a command that runs pushaid, such as valgrind; empty by default
+bench_pushaid_prefix=() # a command that runs pushaid, such as valgrind (none by default)
 
 bench_fail() {
     echo "bench: $*" >&2
@@ -98,7 +103,7 @@ bench_start_pushaid() {
 # bench_start_nginx DOCROOT
 # Starts nginx with its own prefix under $work/nginx, one worker, no access
 # log, keep-alive, serving DOCROOT with Content-Type application/json, and
-# sets nginx_url. Fails when nginx does not answer within 10 s.
+# sets nginx_url. Fails when nginx accepts no connection within 10 s.
 bench_start_nginx() {
     local docroot=$1 prefix="$work/nginx" port i
     mkdir -p "$prefix/logs" "$prefix/temp"

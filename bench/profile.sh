@@ -70,7 +70,7 @@ bench_start_pushaid profiled "$@"
 server_pid=$bench_pid
 server_url=$bench_url
 
-# the route's URL, and one request to check it answers 200
+# the route's URL, and one request to check that it returns 200
 python3 bench/fixture.py get "$server_url/api/v1/agents" "$bench_key" "$work/agents"
 url="$server_url/api/v1/agents"
 if [ "$route" = run ]; then
@@ -81,6 +81,8 @@ fi
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "route: $route ($url)"
     echo "serve flags: --rate-limit 0 $*"
+    echo "pushaid: source $(git describe --always --dirty 2>/dev/null || echo 'not in git')," \
+        "binary sha256 $(sha256sum build/pushaid | cut -c1-16)"
     echo "profiler: $profiler${perf_event:+ (event $perf_event)}"
 } >"$results/profile.txt"
 

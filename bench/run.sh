@@ -50,7 +50,8 @@ mkdir -p "$results"
     echo "kernel: $(uname -sr)"
     echo "load average at start (1, 5, 15 min): $(cut -d' ' -f1-3 /proc/loadavg)"
     echo "os: $(. /etc/os-release && echo "$PRETTY_NAME")"
-    echo "pushaid: $(build/pushaid --version) ($(git describe --always --dirty 2>/dev/null || echo 'no commit'))"
+    echo "pushaid: $(build/pushaid --version), source $(git describe --always --dirty 2>/dev/null || echo 'not in git')," \
+        "binary sha256 $(sha256sum build/pushaid | cut -c1-16)"
     echo "h2o: $(dpkg-query -W -f='${Version}' libh2o-evloop-dev 2>/dev/null || echo unknown)"
     echo "nginx: $("$bench_nginx" -v 2>&1 | sed 's/.*: //')"
     echo "wrk: $(wrk --version 2>&1 | head -n1 | awk '{print $2}')"
@@ -119,7 +120,7 @@ targets=(
 # time, its steal time, the servers' time, and the time of this shell's
 # finished children (wrk among them). Interrupt time is left out on both
 # sides, because the kernel may book the loopback traffic's softirq time to
-# no process. It runs in this shell, not a subshell, so that `times` sees
+# no process. It runs in this shell, not a subshell, so that `times` counts
 # the children.
 clock_ticks_per_s=$(getconf CLK_TCK)
 server_pids=("${bench_pids[@]}")
@@ -140,23 +141,30 @@ cpu_snapshot() {
 }
 
 # measure SECONDS URL OUT: one wrk run into OUT, the access logs emptied
-# first; unless OUT is /dev/null, OUT with .cpu for .txt gets the CPU that
-# other processes and the hypervisor (steal) took, in percent of one core.
+# first. Unless OUT is /dev/null, the file OUT with .cpu for .txt gets the
+# CPU that other processes and the hypervisor (steal) took, in percent of one
+# core. It also names the three other processes that took the most, among
+# those still running at the end. Kernel threads such as kworker count.
 measure() {
     local before after
     : >"$work/pushaid.log"
     : >"$work/pushaid-t2.log"
+    python3 bench/fixture.py proc-ticks "$work/ticks-before"
     cpu_snapshot
     before=("${cpu_now[@]}")
     timeout $(($1 + 30)) wrk -t1 -c"$connections" -d"$1s" --latency -H "x-api-key: $bench_key" "$2" >"$3"
     cpu_snapshot
     after=("${cpu_now[@]}")
     [ "$3" = /dev/null ] && return 0
-    awk -v busy=$((after[0] - before[0])) -v steal=$((after[1] - before[1])) -v ours=$((after[2] - before[2] + after[3] - before[3])) \
-        -v ticks=$(($1 * clock_ticks_per_s)) 'BEGIN {
-            other = busy - ours; if (other < 0) other = 0
-            printf "other_processes_cpu_percent %.1f\nsteal_cpu_percent %.1f\n", 100 * other / ticks, 100 * steal / ticks }' \
-        >"${3%.txt}.cpu"
+    python3 bench/fixture.py proc-ticks "$work/ticks-after"
+    {
+        awk -v busy=$((after[0] - before[0])) -v steal=$((after[1] - before[1])) \
+            -v ours=$((after[2] - before[2] + after[3] - before[3])) -v ticks=$(($1 * clock_ticks_per_s)) 'BEGIN {
+                other = busy - ours; if (other < 0) other = 0
+                printf "other_processes_cpu_percent %.1f\nsteal_cpu_percent %.1f\n", 100 * other / ticks, 100 * steal / ticks }'
+        echo "other_processes_top $(python3 bench/fixture.py proc-ticks-top "$work/ticks-before" "$work/ticks-after" "$1" \
+            "${server_pids[@]}")"
+    } >"${3%.txt}.cpu"
 }
 
 if [ "$warmup_s" -gt 0 ]; then

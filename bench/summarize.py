@@ -3,7 +3,7 @@
 
 Usage: summarize.py RESULTS_DIR
 
-RESULTS_DIR holds one wrk --latency output per measurement, named
+RESULTS_DIR contains one wrk --latency output per measurement, named
 r<ROUND>_<ENDPOINT>_<SERVER>.txt, for example r3_list_pushaid-nolog.txt.
 ENDPOINT is "list" (GET /api/v1/agents) or "run" (GET of one run); SERVER is
 "nginx" or a pushaid variant. Every pushaid measurement is compared with the
@@ -14,7 +14,7 @@ per-round ratios, so a slow round for both servers does not skew it.
 The targets are checked on the agent list of every pushaid variant:
 at least 40,000 requests/s, p99 under 5 ms and at least 0.5x nginx.
 A file r<ROUND>_<ENDPOINT>_<SERVER>.cpu beside a wrk output, when present,
-holds the CPU that other processes and the hypervisor took during that
+contains the CPU that other processes and the hypervisor took during that
 measurement, and the summary lists the measurements that were disturbed.
 """
 
@@ -65,21 +65,31 @@ def parse_wrk(path):
             result["problems"].append(m.group(0).strip())
     if result["rps"] is None or result["p99_ms"] is None:
         result["problems"].append("no Requests/sec or latency distribution in the output")
-    result["other_cpu_percent"], result["steal_cpu_percent"] = parse_cpu(path[:-len(".txt")] + ".cpu")
+    result.update(parse_cpu(path[:-len(".txt")] + ".cpu"))
     return result
 
 
 def parse_cpu(path):
-    """Return (other processes' CPU, steal), each in percent of one core, or Nones."""
+    """Return other_cpu_percent and steal_cpu_percent (percent of one core, or
+    None without a .cpu file) and other_top (the busiest other processes)."""
     values = {}
     try:
         with open(path, encoding="utf-8") as f:
             for line in f:
-                name, _, value = line.partition(" ")
-                values[name] = float(value)
-    except (OSError, ValueError):
-        return None, None
-    return values.get("other_processes_cpu_percent"), values.get("steal_cpu_percent")
+                name, _, value = line.rstrip("\n").partition(" ")
+                values[name] = value
+    except OSError:
+        pass
+
+    def number(name):
+        try:
+            return float(values[name])
+        except (KeyError, ValueError):
+            return None
+
+    return {"other_cpu_percent": number("other_processes_cpu_percent"),
+            "steal_cpu_percent": number("steal_cpu_percent"),
+            "other_top": values.get("other_processes_top", "")}
 
 
 def load(results_dir):
@@ -225,11 +235,17 @@ def render_cpu(data):
                  "hypervisor steal median %.1f, max %.1f." % (
                      len(measured), statistics.median(other), max(other),
                      statistics.median(steal) if steal else 0.0, max(steal) if steal else 0.0))
-    busy = ["round %d %s %s: %.1f" % (r, e, s, p["other_cpu_percent"])
-            for r, e, s, p in measured if p["other_cpu_percent"] > OTHER_CPU_NOTE_PERCENT]
+    busy = [(r, e, s, p) for r, e, s, p in measured if p["other_cpu_percent"] > OTHER_CPU_NOTE_PERCENT]
     if busy:
-        lines.append("Measurements with more than %d%% of a core taken by other processes "
-                     "(their numbers are less reliable): %s." % (OTHER_CPU_NOTE_PERCENT, "; ".join(busy)))
+        lines.append("")
+        lines.append("Measurements where other processes took more than %d%% of a core (their numbers are "
+                     "less reliable), with the busiest other processes still running at the end:" %
+                     OTHER_CPU_NOTE_PERCENT)
+        lines.append("")
+        lines.append("| round | endpoint | server | other CPU % | busiest other processes (% of a core) |")
+        lines.append("|---:|---|---|---:|---|")
+        for r, e, s, p in busy:
+            lines.append("| %d | %s | %s | %.1f | %s |" % (r, e, s, p["other_cpu_percent"], p["other_top"] or "-"))
     lines.append("")
     return lines
 
