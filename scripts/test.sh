@@ -3,6 +3,12 @@
 # unit tests and the end-to-end tests against the real pushaid binary, first
 # in the normal build, then again under AddressSanitizer and UBSan.
 #
+# A throwaway PostgreSQL cluster (scripts/pg.sh) runs for the whole script:
+# the store unit tests run against it as well as SQLite, and the end-to-end
+# suite runs a second time with every server on PostgreSQL, which adds the
+# multi-node tests. The sanitizer pass runs the end-to-end suite on SQLite
+# only, to keep the script's time down.
+#
 # Usage: scripts/test.sh [--no-sanitizers]
 # Ends with the line "N passed, N failed" and exits non-zero on any failure.
 set -uo pipefail
@@ -16,6 +22,15 @@ scripts/install-deps.sh --test || exit 1
 passed=0
 failed=0
 logs=$(mktemp -d)
+pg_dir=""
+
+stop_pg() {
+    if [ -n "$pg_dir" ]; then
+        scripts/pg.sh stop "$pg_dir" || true
+        pg_dir=""
+    fi
+}
+trap stop_pg EXIT
 
 # Runs every cmocka binary of one build and adds up its counts.
 run_unit() {
@@ -35,9 +50,11 @@ run_unit() {
     done
 }
 
-# Runs the end-to-end suite against one binary and adds up its counts.
+# Runs the end-to-end suite against one binary and adds up its counts. A
+# second argument names the run in its log file; extra environment settings
+# come from the caller.
 run_e2e() {
-    local binary=$1 out="$logs/e2e.$(basename "$(dirname "$1")").log" ran bad
+    local binary=$1 out="$logs/e2e.$(basename "$(dirname "$1")")${2:+.$2}.log" ran bad
     PUSHAID="$binary" python3 -m unittest discover -s tests/e2e -v >"$out" 2>&1
     local rc=$?
     cat "$out"
@@ -53,10 +70,24 @@ run_e2e() {
 
 echo "== build"
 make -s -j"$(nproc)" all || exit 1
+echo "== PostgreSQL test cluster"
+pg_dir=$(mktemp -d "${TMPDIR:-/tmp}/pushai-pg-XXXXXX")
+if pg_url=$(scripts/pg.sh start "$pg_dir"); then
+    export PUSHAI_TEST_PG_URL="$pg_url"
+else
+    echo "the PostgreSQL cluster did not start: the PostgreSQL tests cannot run" >&2
+    rm -rf "$pg_dir"
+    pg_dir=""
+    failed=$((failed + 1))
+fi
 echo "== unit tests"
 run_unit build
-echo "== end-to-end tests"
+echo "== end-to-end tests (SQLite)"
 run_e2e build/pushaid
+if [ -n "$pg_dir" ]; then
+    echo "== end-to-end tests (PostgreSQL)"
+    PUSHAI_E2E_PG_URL="$pg_url" PUSHAI_E2E_PG_DIR="$pg_dir" run_e2e build/pushaid pg
+fi
 
 if [ "$sanitizers" -eq 1 ]; then
     echo "== build with AddressSanitizer and UBSan"
@@ -70,6 +101,7 @@ if [ "$sanitizers" -eq 1 ]; then
     run_e2e build-asan/pushaid
 fi
 
+stop_pg
 rm -rf "$logs"
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -67,10 +67,10 @@ static int parse_agent_id(h2o_iovec_t segment, int64_t *out)
 static void send_agent_not_found(http_call_t *call, h2o_iovec_t segment)
 {
     char quoted[80];
+    int64_t id;
 
-    if (segment.len <= 18 && strspn(segment.base, "0123456789") >= segment.len) {
-        http_send_error(call, API_ERR_AGENT_NOT_FOUND, "Agent %.*s not found or not published.", (int)segment.len,
-                        segment.base);
+    if (parse_agent_id(segment, &id) == 0) {
+        http_send_error(call, API_ERR_AGENT_NOT_FOUND, "Agent %lld not found or not published.", (long long)id);
         return;
     }
     http_send_error(call, API_ERR_AGENT_NOT_FOUND, "Agent %s not found or not published.",
@@ -413,6 +413,55 @@ void api_get_run(http_call_t *call)
     reply = run_to_json(&run);
     send_json_value(call, 200, reply, NULL);
     json_decref(reply);
+    run_free(&run);
+}
+
+/* ---- POST /api/v1/agents/{agent_id}/runs/{run_id}/cancel ---- */
+
+/*
+ * Records the cancellation and answers 200 with the run as it then stands: a
+ * pending run is already cancelled, a running one still shows running until
+ * the engine that executes it has stopped it (within about a second). A run
+ * that had already succeeded or failed is 409 run_not_cancellable.
+ */
+void api_cancel_run(http_call_t *call)
+{
+    int64_t agent_id;
+    char run_id[RUN_ID_LEN + 1];
+    char quoted[96];
+    run_t run;
+    store_rc_t rc;
+    json_t *reply;
+
+    if (uuid_normalize(call->params[1].base, call->params[1].len, run_id) != 0 ||
+        parse_agent_id(call->params[0], &agent_id) != 0) {
+        http_send_error(call, API_ERR_RUN_NOT_FOUND, "Run %s not found.",
+                        log_quote(quoted, sizeof(quoted), call->params[1].base, call->params[1].len));
+        return;
+    }
+
+    memset(&run, 0, sizeof(run));
+    rc = store_run_cancel(call->store, call->key.org_id, agent_id, run_id, clock_now_ms(), &run);
+    switch (rc) {
+    case STORE_OK:
+        if (run.status == RUN_RUNNING && call->engine != NULL)
+            engine_cancel(call->engine, run.id);
+        reply = run_to_json(&run);
+        send_json_value(call, 200, reply, NULL);
+        json_decref(reply);
+        break;
+    case STORE_CONFLICT:
+        http_send_error(call, API_ERR_RUN_NOT_CANCELLABLE, "Run %s already %s and cannot be cancelled.", run_id,
+                        run_status_name(run.status));
+        break;
+    case STORE_NOT_FOUND:
+        http_send_error(call, API_ERR_RUN_NOT_FOUND, "Run %s not found.", run_id);
+        break;
+    default:
+        http_send_error(call, API_ERR_INTERNAL_ERROR, "The run could not be cancelled. Request id %s.",
+                        call->request_id);
+        break;
+    }
     run_free(&run);
 }
 

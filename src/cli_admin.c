@@ -15,6 +15,7 @@
 #include "clock.h"
 #include "keys.h"
 #include "provider.h"
+#include "providers_file.h"
 #include "store.h"
 
 #define EXIT_FAILED 1
@@ -32,8 +33,10 @@ void cli_admin_print_usage(void)
             "  key list --org SLUG                        KEY_ID, active|revoked, created, label\n"
             "  key regenerate KEY_ID_OR_KEY               prints the new key; the old one stops working\n"
             "  key revoke KEY_ID_OR_KEY\n"
-            "  agent import --org SLUG FILE [--provider NAME] [--model NAME]\n"
-            "                                             FILE is JSON (- for stdin); prints one id per line\n"
+            "  agent import --org SLUG FILE [--provider NAME] [--model NAME] [--providers FILE]\n"
+            "                                             FILE is JSON (- for stdin); prints one id per line;\n"
+            "                                             --providers (default $PUSHAI_PROVIDERS) names the\n"
+            "                                             named-providers file whose names agents may use\n"
             "  agent list --org SLUG                      ID, published|draft, name\n"
             "  agent publish AGENT_ID\n"
             "  agent unpublish AGENT_ID\n");
@@ -46,6 +49,7 @@ typedef struct {
     const char *label;
     const char *provider;
     const char *model;
+    const char *providers; /* named-providers file */
     const char *positional[2];
     int n_positional;
 } admin_args_t;
@@ -66,6 +70,8 @@ static int parse_args(int argc, char **argv, admin_args_t *args)
             slot = &args->provider;
         else if (strcmp(argv[i], "--model") == 0)
             slot = &args->model;
+        else if (strcmp(argv[i], "--providers") == 0)
+            slot = &args->providers;
 
         if (slot != NULL) {
             if (i + 1 >= argc) {
@@ -295,6 +301,15 @@ fail:
     return NULL;
 }
 
+/* The named providers of the import in progress, for provider_known_here():
+ * agent_import_options_t takes a plain function, and the command is one-shot. */
+static const providers_file_t *import_named_providers;
+
+static int provider_known_here(const char *name)
+{
+    return provider_known(name) || providers_file_has(import_named_providers, name);
+}
+
 static int agent_import(store_t *store, const admin_args_t *args)
 {
     int64_t org_id;
@@ -304,27 +319,37 @@ static int agent_import(store_t *store, const admin_args_t *args)
     size_t n = 0;
     char err[1024];
     agent_import_options_t options;
+    providers_file_t named = {NULL, 0};
+    const char *providers_path = args->providers != NULL ? args->providers : getenv(PROVIDERS_FILE_ENV);
     int status = EXIT_FAILED;
 
     if (args->positional[0] == NULL) {
         fprintf(stderr, "pushaid: missing FILE (a path, or - for stdin)\n");
         return EXIT_USAGE;
     }
-    if (args->provider != NULL && !provider_known(args->provider)) {
+    /* only the names are needed here, so the keys' variables may be unset */
+    if (providers_path != NULL && providers_path[0] != '\0' &&
+        providers_file_load(providers_path, 0, &named, err, sizeof(err)) != 0) {
+        fprintf(stderr, "pushaid: %s\n", err);
+        return EXIT_FAILED;
+    }
+    import_named_providers = &named;
+    if (args->provider != NULL && !provider_known_here(args->provider)) {
         fprintf(stderr, "pushaid: unknown provider \"%s\" for --provider\n", args->provider);
-        return EXIT_USAGE;
+        status = EXIT_USAGE;
+        goto out;
     }
     if (find_org(store, args->org, &org_id) != 0)
-        return EXIT_FAILED;
+        goto out;
     if ((text = read_file(args->positional[0], &len)) == NULL)
-        return EXIT_FAILED;
-    options.provider_known = provider_known;
+        goto out;
+    options.provider_known = provider_known_here;
     options.provider_override = args->provider;
     options.model_override = args->model;
     if (agent_import_parse(text, len, &options, &agents, &n, err, sizeof(err)) != 0) {
         fprintf(stderr, "pushaid: %s: %s\n", args->positional[0], err);
         free(text);
-        return EXIT_FAILED;
+        goto out;
     }
     free(text);
 
@@ -341,6 +366,8 @@ out:
     for (size_t i = 0; i < n; i++)
         agent_free(&agents[i]);
     free(agents);
+    import_named_providers = NULL;
+    providers_file_free(&named);
     return status;
 }
 

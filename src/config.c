@@ -38,6 +38,8 @@ void config_defaults(server_config_t *cfg, const char *db_uri)
         cfg->engine.anthropic_base_url = value;
     if ((value = getenv("PUSHAI_ANTHROPIC_API_KEY")) != NULL && value[0] != '\0')
         cfg->engine.anthropic_api_key = value;
+    if ((value = getenv("PUSHAI_PROVIDERS")) != NULL && value[0] != '\0')
+        cfg->providers_path = value;
 }
 
 /* Parses a decimal integer in [min, max]; 0 or -1. */
@@ -97,6 +99,12 @@ typedef enum {
     OPT_SHUTDOWN_GRACE,
     OPT_RUN_TIMEOUT,
     OPT_MAX_RUNS_IN_FLIGHT,
+    OPT_MAX_RUNS_PER_ORG,
+    OPT_MAX_RUNS_PER_AGENT,
+    OPT_PROVIDERS,
+    OPT_LEASE_SECONDS,
+    OPT_PROVIDER_CONNECT_TIMEOUT,
+    OPT_PROVIDER_IDLE_TIMEOUT,
     OPT_NODE_ID,
     OPT_LOG_LEVEL,
     OPT_NO_ENGINE,
@@ -122,6 +130,17 @@ static const option_t serve_options[] = {
      "seconds that runs in flight get to finish after SIGTERM or SIGINT (default 10)"},
     {"--run-timeout", OPT_RUN_TIMEOUT, 1, "seconds a run may take when its agent sets no timeout (default 300)"},
     {"--max-runs-in-flight", OPT_MAX_RUNS_IN_FLIGHT, 1, "runs this process executes at once (default 1000)"},
+    {"--max-runs-per-org", OPT_MAX_RUNS_PER_ORG, 1,
+     "runs one organization may have running at once, counted over all processes on the database (default 0 = off)"},
+    {"--max-runs-per-agent", OPT_MAX_RUNS_PER_AGENT, 1,
+     "runs one agent may have running at once, counted over all processes on the database (default 0 = off)"},
+    {"--providers", OPT_PROVIDERS, 1, "JSON file of named providers (default $PUSHAI_PROVIDERS; see docs/PROVIDERS.md)"},
+    {"--lease-seconds", OPT_LEASE_SECONDS, 1,
+     "seconds a run's lease lasts; the runs of a process that stops renewing go to another (default 30)"},
+    {"--provider-connect-timeout", OPT_PROVIDER_CONNECT_TIMEOUT, 1,
+     "seconds to connect to a provider before the attempt fails (default 10)"},
+    {"--provider-idle-timeout", OPT_PROVIDER_IDLE_TIMEOUT, 1,
+     "seconds a provider may send nothing before the attempt fails (default 60)"},
     {"--node-id", OPT_NODE_ID, 1, "name of this process in run leases (default HOSTNAME:PID)"},
     {"--log-level", OPT_LOG_LEVEL, 1, "debug, info, warn or error (default info)"},
     {"--no-engine", OPT_NO_ENGINE, 0, "serve the API without executing runs"},
@@ -134,7 +153,7 @@ void config_print_serve_usage(void)
 {
     fprintf(stderr, "usage: pushaid [--db PATH] serve [options]\n\noptions:\n");
     for (size_t i = 0; i < N_SERVE_OPTIONS; i++)
-        fprintf(stderr, "  %-22s %s\n", serve_options[i].name, serve_options[i].help);
+        fprintf(stderr, "  %-27s %s\n", serve_options[i].name, serve_options[i].help);
 }
 
 static const option_t *find_option(const char *arg, size_t name_len)
@@ -191,6 +210,34 @@ static int apply_option(server_config_t *cfg, const option_t *opt, const char *v
         if (parse_int(value, 1, 1000000, &n) != 0)
             goto invalid;
         cfg->engine.max_in_flight = (size_t)n;
+        return 0;
+    case OPT_MAX_RUNS_PER_ORG:
+        if (parse_int(value, 0, 1000000, &cfg->engine.max_per_org) != 0)
+            goto invalid;
+        return 0;
+    case OPT_MAX_RUNS_PER_AGENT:
+        if (parse_int(value, 0, 1000000, &cfg->engine.max_per_agent) != 0)
+            goto invalid;
+        return 0;
+    case OPT_PROVIDERS:
+        if (value[0] == '\0')
+            goto invalid;
+        cfg->providers_path = value;
+        return 0;
+    case OPT_LEASE_SECONDS:
+        if (parse_int(value, 1, 86400, &n) != 0)
+            goto invalid;
+        cfg->engine.lease_ms = n * 1000;
+        return 0;
+    case OPT_PROVIDER_CONNECT_TIMEOUT:
+        if (parse_int(value, 1, 3600, &n) != 0)
+            goto invalid;
+        cfg->engine.connect_timeout_ms = n * 1000;
+        return 0;
+    case OPT_PROVIDER_IDLE_TIMEOUT:
+        if (parse_int(value, 1, 86400, &n) != 0)
+            goto invalid;
+        cfg->engine.idle_timeout_ms = n * 1000;
         return 0;
     case OPT_NODE_ID:
         if (value[0] == '\0' || strlen(value) > 128)

@@ -23,6 +23,7 @@ typedef struct {
     int access_log;                  /* one log line per request */
     int engine_enabled;
     log_level_t log_level;
+    const char *providers_path;      /* named providers file (providers_file.h), NULL when none */
     engine_config_t engine;
 } server_config_t;
 

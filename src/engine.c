@@ -10,7 +10,9 @@
  * and, when stopping, the end of the grace period. Then it hands ready sockets
  * and an expired timer to curl, finishes the transfers curl reports done,
  * fires due heap timers, renews leases and claims runs. No run has a thread
- * of its own, and no store call is made from a curl callback.
+ * of its own, and no store call is made from a curl callback. A store with a
+ * notification descriptor (PostgreSQL) has it in the epoll set too, so a run
+ * created or cancelled through another process wakes the loop at once.
  *
  * Why socket_action with epoll rather than curl_multi_poll(): with
  * curl_multi_poll() every wake-up rebuilds a pollfd array of all transfers and
@@ -60,10 +62,28 @@
  * engine_run_t from claim to finish; curl only holds its pointer as
  * CURLOPT_PRIVATE while a transfer is added.
  *
+ * Limits. A claim asks for at most max_in_flight minus the runs held, and
+ * passes max_per_org and max_per_agent to the store, which counts them over
+ * every process on the database and lets organizations take turns. When a
+ * limit held runs back, every run that ends here triggers another claim, so
+ * a freed slot is filled at once; a slot freed by another process is seen
+ * at the next poll_interval_ms.
+ *
+ * Cancellation. store_run_cancel() marks a running run in the store. The
+ * engine that holds it learns of it from engine_cancel() (the API in the
+ * same process: a queue of run ids and a wake-up) or from
+ * store_runs_cancel_requested(), asked every ENGINE_CANCEL_POLL_MS while the
+ * engine holds runs (any process). A run in ATTEMPT has its transfer removed
+ * from the multi handle, a run in BACKOFF leaves the heap, and either is
+ * completed as cancelled with the text received so far as its output. A run
+ * in COMPLETING already has its result, which it keeps. Failed runs keep
+ * that text as well, though the API shows it only for cancelled ones.
+ *
  * Stop. engine_stop() sets a flag and wakes the loop, which stops claiming
  * and keeps running until no run is left or grace_ms has passed. Transfers
  * still going are then aborted, their runs freed and handed back as pending
- * with store_runs_release(), and the thread ends.
+ * with store_runs_release() (which ends runs marked for cancellation as
+ * cancelled), and the thread ends.
  */
 #include "engine.h"
 
@@ -97,6 +117,20 @@
 #define ENGINE_MAX_EPOLL_EVENTS 256
 #define ENGINE_DEADLINE_SLACK_MS 100     /* curl's timeout can fire this much early */
 #define ENGINE_MAX_ERROR_TEXT_BYTES 1000
+#define ENGINE_CANCEL_QUEUE_MAX 1024     /* engine_cancel() ids waiting; past this the poll finds them */
+#define ENGINE_CANCEL_BATCH_MAX 256      /* ids per store_runs_cancel_requested call */
+/* Idle provider connections kept for reuse. libcurl's default is four per
+ * transfer added, so after a burst of 10,000 runs it would keep every one of
+ * their connections (a socket and its buffers each) until libcurl's maximum
+ * idle age, 118 s in libcurl 7.88. */
+#define ENGINE_MAX_IDLE_CONNECTIONS 256L
+/* libcurl's receive buffer per transfer (its default is 16 KiB). A stream
+ * that arrives faster than the loop reads it fills the whole buffer on every
+ * read, so with thousands of transfers these buffers dominate the memory.
+ * Stream events are a few hundred bytes, so 4 KiB still takes many per read.
+ * Measured with bench/engine.py, 10,000 runs in flight: peak RSS 262 to 293
+ * MB with 16 KiB, 179 MB with 4 KiB. */
+#define ENGINE_RECEIVE_BUFFER_BYTES 4096L
 
 typedef enum {
     ENGINE_RUN_ATTEMPT = 0,  /* a transfer is in the multi handle */
@@ -188,6 +222,8 @@ struct engine {
     int64_t poll_interval_ms;
     int64_t connect_timeout_ms;
     int64_t idle_timeout_ms;
+    int64_t max_per_org;
+    int64_t max_per_agent;
     engine_route_t *routes;         /* named providers first, then the built-ins */
     size_t n_routes;
 
@@ -201,10 +237,15 @@ struct engine {
     pthread_mutex_t start_mutex;
     pthread_cond_t start_cond;
     int start_result;               /* 0 while starting, 1 running, -1 failed */
+    pthread_mutex_t cancel_mutex;   /* guards the cancel queue */
+    char (*cancel_queue)[RUN_ID_LEN + 1]; /* ids from engine_cancel(), ENGINE_CANCEL_QUEUE_MAX slots */
+    size_t cancel_queue_len;
+    atomic_int cancel_queued;       /* cancel_queue_len > 0, readable without the mutex */
 
     /* engine thread only */
     store_t *store;
     int epoll_fd;
+    int store_fd;                   /* store_notify_fd(), -1 when the store has none */
     CURLM *multi;
     int64_t curl_timer_mono_ms;     /* -1 when curl wants no timer */
     engine_run_t *runs;             /* every run held, in a doubly linked list */
@@ -215,6 +256,9 @@ struct engine {
     size_t heap_cap;
     int claim_soon;                 /* notified, or the last claim filled its batch */
     int claim_blocked;              /* the last claim found no free slot */
+    int claim_held_back;            /* the last claim may have left runs pending for a per-org or
+                                       per-agent limit */
+    int64_t next_cancel_poll_mono_ms;
     int64_t next_claim_mono_ms;
     int64_t next_renew_mono_ms;
     int stopping;
@@ -297,6 +341,8 @@ static int engine_configure(engine_t *e, const engine_config_t *cfg)
     e->poll_interval_ms = cfg->poll_interval_ms > 0 ? cfg->poll_interval_ms : defaults.poll_interval_ms;
     e->connect_timeout_ms = cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : defaults.connect_timeout_ms;
     e->idle_timeout_ms = cfg->idle_timeout_ms > 0 ? cfg->idle_timeout_ms : defaults.idle_timeout_ms;
+    e->max_per_org = cfg->max_per_org > 0 ? cfg->max_per_org : 0;
+    e->max_per_agent = cfg->max_per_agent > 0 ? cfg->max_per_agent : 0;
 
     e->routes = calloc(cfg->n_providers + 3, sizeof(*e->routes));
     if (!e->routes)
@@ -533,7 +579,7 @@ static void engine_run_free(engine_t *e, engine_run_t *r)
     if (r->next)
         r->next->prev = r->prev;
     e->n_runs--;
-    if (e->claim_blocked) {
+    if (e->claim_blocked || e->claim_held_back) {
         e->claim_blocked = 0;
         e->claim_soon = 1;
     }
@@ -572,6 +618,10 @@ static void engine_run_finish(engine_t *e, engine_run_t *r)
     if (rc == STORE_NOT_FOUND) {
         log_warn("msg=\"run result dropped: the run's lease has passed to another engine\" run_id=%s duration_ms=%lld",
                  r->run.id, (long long)duration_ms);
+    } else if (r->run.status == RUN_CANCELLED) {
+        log_info("msg=\"run cancelled\" run_id=%s provider=%s attempt=%d duration_ms=%lld output_bytes=%zu",
+                 r->run.id, r->run.provider ? r->run.provider : "", r->attempt, (long long)duration_ms,
+                 r->run.output ? strlen(r->run.output) : (size_t)0);
     } else if (r->run.status == RUN_SUCCEEDED) {
         if (r->run.has_usage)
             log_info("msg=\"run succeeded\" run_id=%s provider=%s attempt=%d duration_ms=%lld finish_reason=%s "
@@ -612,18 +662,48 @@ static void engine_run_succeed(engine_t *e, engine_run_t *r)
     engine_run_finish(e, r);
 }
 
-/* Fails the run with the text of its last failure (see engine_set_failure). */
+/* Moves the text received so far, if any, into the run's output. */
+static void engine_keep_partial_output(engine_run_t *r)
+{
+    free(r->run.output);
+    r->run.output = r->reply.text_len > 0 ? r->reply.text : NULL;
+    if (r->run.output)
+        r->reply.text = NULL;
+    provider_reply_free(&r->reply);
+}
+
+/* Fails the run with the text of its last failure (see engine_set_failure),
+ * keeping the text received so far. */
 static void engine_run_fail(engine_t *e, engine_run_t *r)
 {
     engine_attempt_cleanup(e, r);
     r->run.status = RUN_FAILED;
-    free(r->run.output);
-    r->run.output = NULL;
     r->run.has_usage = 0;
     free(r->run.error);
     r->run.error = engine_failure_text(e, r);
     if (!r->run.error)
         r->run.error = strdup("run failed (out of memory while describing the error)");
+    engine_keep_partial_output(r);
+    engine_run_finish(e, r);
+}
+
+/*
+ * Ends a run whose cancellation was requested: its transfer or its wait for
+ * the next attempt stops, and it is completed as cancelled with the text
+ * received so far. Not for a run in COMPLETING, whose result is decided.
+ */
+static void engine_run_cancel(engine_t *e, engine_run_t *r)
+{
+    assert(r->state != ENGINE_RUN_COMPLETING); /* engine_cancel_held() leaves those alone */
+    engine_attempt_cleanup(e, r);
+    engine_heap_remove(e, r);
+    r->run.status = RUN_CANCELLED;
+    free(r->run.error);
+    r->run.error = NULL;
+    r->run.has_usage = r->reply.has_usage;
+    r->run.input_tokens = r->reply.input_tokens;
+    r->run.output_tokens = r->reply.output_tokens;
+    engine_keep_partial_output(r);
     engine_run_finish(e, r);
 }
 
@@ -782,6 +862,7 @@ static int engine_set_options(engine_t *e, engine_run_t *r, int64_t remaining_ms
     bad |= curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, idle_s) != CURLE_OK;
     bad |= curl_easy_setopt(easy, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    bad |= curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, ENGINE_RECEIVE_BUFFER_BYTES) != CURLE_OK;
     /* Over TLS, transfers wait for a connection that may turn out to speak
      * HTTP/2 instead of each opening one. Plain HTTP gets no PIPEWAIT because
      * curl 7.88 then queued transfers behind a busy HTTP/1.1 connection. */
@@ -1161,9 +1242,12 @@ static void engine_claim(engine_t *e)
         return;
     }
     limits.max = batch;
+    limits.max_per_org = e->max_per_org;
+    limits.max_per_agent = e->max_per_agent;
     if (store_runs_claim(e->store, e->node_id, clock_now_ms(), e->lease_ms, e->max_attempts, &limits, &claimed, &n) !=
         STORE_OK)
         return; /* already logged by the store; the next poll tries again */
+    e->claim_held_back = n < batch && (e->max_per_org > 0 || e->max_per_agent > 0);
 
     /* the renewal clock starts with the first lease held */
     if (e->n_runs == 0)
@@ -1182,6 +1266,57 @@ static void engine_renew(engine_t *e)
         return;
     if (store_runs_renew(e->store, e->node_id, clock_now_ms() + e->lease_ms) != STORE_OK)
         log_error("msg=\"leases not renewed, retrying at the next renewal\" runs=%zu", e->n_runs);
+}
+
+/* ---- cancellation ---- */
+
+/* Cancels the run id if this engine holds it and its result is not decided
+ * yet; returns 1 when it did. */
+static int engine_cancel_held(engine_t *e, const char *id)
+{
+    engine_run_t key;
+    engine_run_t **found;
+
+    snprintf(key.run.id, sizeof(key.run.id), "%s", id);
+    found = tfind(&key, &e->in_flight, engine_run_id_compare);
+    if (!found || (*found)->state == ENGINE_RUN_COMPLETING)
+        return 0;
+    log_info("msg=\"run cancellation received\" run_id=%s", id);
+    engine_run_cancel(e, *found);
+    return 1;
+}
+
+/* Takes the ids that engine_cancel() queued and cancels those held here. */
+static void engine_drain_cancel_queue(engine_t *e)
+{
+    char ids[ENGINE_CANCEL_BATCH_MAX][RUN_ID_LEN + 1];
+    size_t n;
+
+    do {
+        pthread_mutex_lock(&e->cancel_mutex);
+        n = e->cancel_queue_len < ENGINE_CANCEL_BATCH_MAX ? e->cancel_queue_len : ENGINE_CANCEL_BATCH_MAX;
+        e->cancel_queue_len -= n;
+        memcpy(ids, e->cancel_queue + e->cancel_queue_len, n * sizeof(ids[0]));
+        atomic_store(&e->cancel_queued, e->cancel_queue_len > 0);
+        pthread_mutex_unlock(&e->cancel_mutex);
+        for (size_t i = 0; i < n; i++)
+            engine_cancel_held(e, ids[i]);
+    } while (n == ENGINE_CANCEL_BATCH_MAX);
+}
+
+/* Asks the store which held runs were marked for cancellation (by any process). */
+static void engine_poll_cancels(engine_t *e)
+{
+    char ids[ENGINE_CANCEL_BATCH_MAX][RUN_ID_LEN + 1];
+    size_t n = 0;
+
+    e->next_cancel_poll_mono_ms = clock_mono_ms() + ENGINE_CANCEL_POLL_MS;
+    if (e->n_runs == 0)
+        return;
+    if (store_runs_cancel_requested(e->store, e->node_id, ids, ENGINE_CANCEL_BATCH_MAX, &n) != STORE_OK)
+        return; /* logged by the store; the next poll asks again */
+    for (size_t i = 0; i < n; i++)
+        engine_cancel_held(e, ids[i]);
 }
 
 /* ---- the loop ---- */
@@ -1216,8 +1351,10 @@ static int engine_wait_ms(const engine_t *e, int64_t now_ms)
 
     if (e->heap_len > 0)
         next_ms = engine_min_time(next_ms, e->heap[0]->wake_mono_ms);
-    if (e->n_runs > 0)
+    if (e->n_runs > 0) {
         next_ms = engine_min_time(next_ms, e->next_renew_mono_ms);
+        next_ms = engine_min_time(next_ms, e->next_cancel_poll_mono_ms);
+    }
     if (e->stopping)
         next_ms = engine_min_time(next_ms, e->grace_end_mono_ms);
     else
@@ -1243,6 +1380,7 @@ static void engine_loop(engine_t *e)
 
     e->next_claim_mono_ms = clock_mono_ms();
     e->next_renew_mono_ms = clock_mono_ms() + e->lease_ms / 3;
+    e->next_cancel_poll_mono_ms = clock_mono_ms() + ENGINE_CANCEL_POLL_MS;
     for (;;) {
         int64_t now_ms = clock_mono_ms();
         int n;
@@ -1269,6 +1407,13 @@ static void engine_loop(engine_t *e)
                 e->claim_soon = 1;
                 continue;
             }
+            if (events[i].data.fd == e->store_fd) {
+                /* a run created, handed back or marked for cancellation elsewhere */
+                store_notifications_drain(e->store);
+                e->claim_soon = 1;
+                e->next_cancel_poll_mono_ms = clock_mono_ms();
+                continue;
+            }
             if (ready & (EPOLLIN | EPOLLHUP))
                 flags |= CURL_CSELECT_IN;
             if (ready & EPOLLOUT)
@@ -1285,6 +1430,10 @@ static void engine_loop(engine_t *e)
         }
         engine_collect_done(e);
         engine_fire_timers(e, now_ms);
+        if (atomic_load(&e->cancel_queued))
+            engine_drain_cancel_queue(e);
+        if (e->n_runs > 0 && now_ms >= e->next_cancel_poll_mono_ms)
+            engine_poll_cancels(e);
         if (e->n_runs > 0 && now_ms >= e->next_renew_mono_ms)
             engine_renew(e);
         if (!e->stopping && (e->claim_soon || now_ms >= e->next_claim_mono_ms))
@@ -1302,6 +1451,30 @@ static void engine_hand_back(engine_t *e)
     if (handed_back > 0 && store_runs_release(e->store, e->node_id) != STORE_OK)
         log_error("msg=\"runs not handed back; they run again once their leases expire\" runs=%zu", handed_back);
     log_info("msg=\"engine stopped\" runs_handed_back=%zu", handed_back);
+}
+
+/*
+ * Adds the store's notification descriptor, when it has one (PostgreSQL), to
+ * the epoll set: another process's new run or cancellation then wakes this
+ * loop at once instead of at the next poll. Edge-triggered, so a descriptor
+ * that stays readable (its connection lost) cannot spin the loop; the polls
+ * still find everything.
+ */
+static void engine_watch_store(engine_t *e)
+{
+    struct epoll_event event = {0};
+
+    e->store_fd = store_notify_fd(e->store);
+    if (e->store_fd < 0)
+        return;
+    event.events = EPOLLIN | EPOLLET;
+    event.data.fd = e->store_fd;
+    if (epoll_ctl(e->epoll_fd, EPOLL_CTL_ADD, e->store_fd, &event) != 0) {
+        log_warn("msg=\"store notifications not watched; runs of other processes wait for the next poll\""
+                 " error=\"%s\"",
+                 strerror(errno));
+        e->store_fd = -1;
+    }
 }
 
 static void engine_signal_start(engine_t *e, int result)
@@ -1324,6 +1497,7 @@ static void *engine_thread_main(void *arg)
     engine_signal_start(e, 1);
     log_info("msg=\"engine started\" node_id=%s max_in_flight=%zu lease_ms=%lld poll_interval_ms=%lld", e->node_id,
              e->max_in_flight, (long long)e->lease_ms, (long long)e->poll_interval_ms);
+    engine_watch_store(e);
 
     engine_loop(e);
     engine_hand_back(e);
@@ -1352,6 +1526,8 @@ static void engine_free(engine_t *e)
     engine_routes_free(e);
     free(e->db_uri);
     free(e->node_id);
+    free(e->cancel_queue);
+    pthread_mutex_destroy(&e->cancel_mutex);
     pthread_mutex_destroy(&e->start_mutex);
     pthread_cond_destroy(&e->start_cond);
     free(e);
@@ -1384,10 +1560,13 @@ int engine_start(const engine_config_t *cfg, engine_t **out)
     }
     e->epoll_fd = -1;
     e->wake_fd = -1;
+    e->store_fd = -1;
     e->curl_timer_mono_ms = -1;
     pthread_mutex_init(&e->start_mutex, NULL);
     pthread_cond_init(&e->start_cond, NULL);
-    if (engine_configure(e, cfg) != 0) {
+    pthread_mutex_init(&e->cancel_mutex, NULL);
+    e->cancel_queue = calloc(ENGINE_CANCEL_QUEUE_MAX, sizeof(*e->cancel_queue));
+    if (!e->cancel_queue || engine_configure(e, cfg) != 0) {
         log_error("msg=\"engine not started: invalid settings or out of memory\"");
         goto fail;
     }
@@ -1409,7 +1588,8 @@ int engine_start(const engine_config_t *cfg, engine_t **out)
     if (!e->multi || curl_multi_setopt(e->multi, CURLMOPT_SOCKETFUNCTION, engine_on_socket) != CURLM_OK ||
         curl_multi_setopt(e->multi, CURLMOPT_SOCKETDATA, e) != CURLM_OK ||
         curl_multi_setopt(e->multi, CURLMOPT_TIMERFUNCTION, engine_on_timer) != CURLM_OK ||
-        curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e) != CURLM_OK) {
+        curl_multi_setopt(e->multi, CURLMOPT_TIMERDATA, e) != CURLM_OK ||
+        curl_multi_setopt(e->multi, CURLMOPT_MAXCONNECTS, ENGINE_MAX_IDLE_CONNECTIONS) != CURLM_OK) {
         log_error("msg=\"engine not started: curl_multi setup failed\"");
         goto fail;
     }
@@ -1449,6 +1629,26 @@ void engine_notify(engine_t *engine)
     if (!engine || atomic_exchange(&engine->wake_pending, 1))
         return; /* a wake-up is already on its way */
     /* EAGAIN only when the counter is full, and then the loop wakes anyway */
+    while (write(engine->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
+        ;
+}
+
+void engine_cancel(engine_t *engine, const char *run_id)
+{
+    uint64_t one = 1;
+    int queued = 0;
+
+    if (!engine || !run_id || strlen(run_id) != RUN_ID_LEN)
+        return;
+    pthread_mutex_lock(&engine->cancel_mutex);
+    if (engine->cancel_queue_len < ENGINE_CANCEL_QUEUE_MAX) {
+        memcpy(engine->cancel_queue[engine->cancel_queue_len++], run_id, RUN_ID_LEN + 1);
+        atomic_store(&engine->cancel_queued, 1);
+        queued = 1;
+    }
+    pthread_mutex_unlock(&engine->cancel_mutex);
+    if (!queued)
+        return; /* the store still has the mark: the next poll finds it */
     while (write(engine->wake_fd, &one, sizeof(one)) < 0 && errno == EINTR)
         ;
 }

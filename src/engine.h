@@ -36,6 +36,9 @@ typedef struct {
     int64_t connect_timeout_ms;   /* per provider connection (default 10000) */
     int64_t idle_timeout_ms;      /* an attempt that receives no byte for this long fails (default 60000,
                                      whole seconds are used) */
+    int64_t max_per_org;          /* runs running at once per organization over every process on the
+                                     database; 0 = no limit (default 0) */
+    int64_t max_per_agent;        /* the same per agent; 0 = no limit (default 0) */
     const char *openai_base_url;  /* PUSHAI_OPENAI_BASE_URL, default https://api.openai.com/v1 */
     const char *openai_api_key;   /* may be NULL: then no Authorization header is sent */
     const char *anthropic_base_url, *anthropic_api_key;
@@ -57,6 +60,22 @@ int engine_start(const engine_config_t *cfg, engine_t **out);
 /* Asks the engine to claim runs soon because one was created. Thread-safe,
  * cheap and never blocks; must not be called once engine_stop() has begun. */
 void engine_notify(engine_t *engine);
+
+/*
+ * Asks the engine to abort run_id at once, after store_run_cancel() marked
+ * it. When this engine executes the run, its transfer is aborted on the
+ * engine's thread and the run completed as cancelled with the output received
+ * so far; a run whose result is already decided keeps it. Otherwise nothing
+ * happens. Without this call the engine still finds the mark within
+ * ENGINE_CANCEL_POLL_MS (so a cancellation made through another process
+ * lands too); this only saves that wait. Thread-safe and never blocks; when
+ * many calls queue up at once, the ones past the queue's limit are left to
+ * the poll. Must not be called once engine_stop() has begun.
+ */
+void engine_cancel(engine_t *engine, const char *run_id);
+
+/* How often the engine looks for cancellations of the runs it executes. */
+#define ENGINE_CANCEL_POLL_MS 300
 
 /*
  * Stops claiming, lets the runs in flight finish for up to grace_ms, hands the

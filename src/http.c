@@ -50,6 +50,7 @@
  * with 400 before routing. h2o itself answers a plain 400 and closes the
  * connection for a request head it cannot buffer (somewhere above 64 KiB). */
 #define MAX_HEADER_BYTES 16384
+#define LIMIT_FAILURE_LOG_INTERVAL_MS 10000
 
 struct http_thread {
     h2o_context_t ctx; /* first, so a context pointer is a thread pointer */
@@ -98,6 +99,7 @@ static const route_t routes[] = {
     {"/api/v1/agents", 1, api_list_agents, NULL, "GET, HEAD"},
     {"/api/v1/agents/{}/runs", 1, NULL, api_create_run, "POST"},
     {"/api/v1/agents/{}/runs/{}", 1, api_get_run, NULL, "GET, HEAD"},
+    {"/api/v1/agents/{}/runs/{}/cancel", 1, NULL, api_cancel_run, "POST"},
     {"/healthz", 0, api_healthz, NULL, "GET, HEAD"},
     {"/readyz", 0, api_readyz, NULL, "GET, HEAD"},
 };
@@ -333,6 +335,47 @@ static auth_result_t check_api_key(http_call_t *call)
     return AUTH_OK;
 }
 
+/*
+ * Takes a token from name's bucket (take 1) or reads whether it has one
+ * (take 0). When several processes serve the API from one database
+ * (store_shares_limits), the bucket is a row that every process updates, so
+ * the limit holds per key across nodes. Its clock is then the wall clock,
+ * which the nodes share within their clock skew. Otherwise the bucket is in
+ * limiter. A database failure lets the request through, as ratelimit.c does
+ * when memory runs out. Every authenticated request also reads its key from
+ * the database, so a database that fails here fails that read too, except
+ * for a fault that falls between the two calls.
+ */
+static void limit_access(http_call_t *call, ratelimit_t *limiter, const char *scope, const char *name,
+                         int64_t per_minute, int take, ratelimit_result_t *out)
+{
+    char bucket[ADDRESS_TEXT_MAX + 16];
+
+    if (!store_shares_limits(call->store)) {
+        if (take)
+            ratelimit_take(limiter, name, strlen(name), clock_mono_ms(), out);
+        else
+            ratelimit_peek(limiter, name, strlen(name), clock_mono_ms(), out);
+        return;
+    }
+    snprintf(bucket, sizeof(bucket), "%s:%s", scope, name);
+    if (store_ratelimit_take(call->store, bucket, per_minute, per_minute, clock_now_ms(), take, out) != STORE_OK) {
+        /* during a database outage every request gets here: one line per
+         * thread every LIMIT_FAILURE_LOG_INTERVAL_MS */
+        static __thread int64_t logged_mono_ms;
+
+        if (logged_mono_ms == 0 || clock_mono_ms() - logged_mono_ms >= LIMIT_FAILURE_LOG_INTERVAL_MS) {
+            log_warn("msg=\"rate limit not checked: the database failed\" request_id=%s scope=%s",
+                     call->request_id, scope);
+            logged_mono_ms = clock_mono_ms();
+        }
+        memset(out, 0, sizeof(*out));
+        out->allowed = 1;
+        out->limit = per_minute;
+        out->remaining = per_minute;
+    }
+}
+
 /* Authenticates and applies the key's rate limit; 0 to go on to the handler,
  * -1 when a reply was sent. */
 static int authenticate(http_call_t *call)
@@ -341,13 +384,13 @@ static int authenticate(http_call_t *call)
     char address[ADDRESS_TEXT_MAX];
     ratelimit_result_t throttle;
     auth_result_t result;
-    int64_t now_ms = clock_mono_ms();
 
     /* failed authentications are throttled per client address, so a throttled
      * address is told to wait before its key is even looked at */
     if (server->auth_limiter != NULL) {
         client_address(call->req, address);
-        ratelimit_peek(server->auth_limiter, address, strlen(address), now_ms, &throttle);
+        limit_access(call, server->auth_limiter, "address", address, server->config.auth_rate_limit_per_min, 0,
+                     &throttle);
         if (!throttle.allowed) {
             char retry[24];
             snprintf(retry, sizeof(retry), "%lld", (long long)throttle.retry_after_s);
@@ -367,7 +410,8 @@ static int authenticate(http_call_t *call)
     }
     if (result != AUTH_OK) {
         if (server->auth_limiter != NULL)
-            ratelimit_take(server->auth_limiter, address, strlen(address), now_ms, &throttle);
+            limit_access(call, server->auth_limiter, "address", address, server->config.auth_rate_limit_per_min, 1,
+                         &throttle);
         if (result == AUTH_MISSING)
             http_send_error(call, API_ERR_MISSING_API_KEY, "Missing API key: send it in the x-api-key header.");
         else
@@ -377,7 +421,8 @@ static int authenticate(http_call_t *call)
     call->authenticated = 1;
 
     if (server->key_limiter != NULL) {
-        ratelimit_take(server->key_limiter, call->key.key_id, KEY_ID_LEN, now_ms, &call->rate);
+        limit_access(call, server->key_limiter, "key", call->key.key_id, server->config.rate_limit_per_min, 1,
+                     &call->rate);
         call->has_rate = 1;
         if (!call->rate.allowed) {
             char retry[24];
@@ -648,8 +693,12 @@ static void *thread_main(void *arg)
     h2o_socket_read_start(thread->listener, on_accept);
     report_start(server, 1);
 
-    while (!atomic_load(&server->stopping))
+    /* access-log lines of one loop iteration leave in one write */
+    log_buffer_thread();
+    while (!atomic_load(&server->stopping)) {
         h2o_evloop_run(thread->ctx.loop, LOOP_TICK_MS);
+        log_flush();
+    }
 
     /* stop accepting, ask h2o to close idle keep-alive connections, and
      * let replies in flight reach their clients */
@@ -658,8 +707,10 @@ static void *thread_main(void *arg)
     thread->listener = NULL;
     h2o_context_request_shutdown(&thread->ctx);
     drain_until = clock_mono_ms() + DRAIN_MS;
-    while (thread->open_connections > 0 && clock_mono_ms() < drain_until)
+    while (thread->open_connections > 0 && clock_mono_ms() < drain_until) {
         h2o_evloop_run(thread->ctx.loop, 50);
+        log_flush();
+    }
 
     /* h2o cannot dispose of a context that still has connections, so a
      * client that keeps one open past the drain leaves it to process exit */

@@ -4,12 +4,14 @@
  * names the database for every command and may stand anywhere on the line.
  */
 #include <curl/curl.h>
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cli_admin.h"
@@ -17,6 +19,7 @@
 #include "engine.h"
 #include "http.h"
 #include "log.h"
+#include "providers_file.h"
 #include "store.h"
 
 #define PUSHAI_VERSION "0.1.0"
@@ -67,6 +70,33 @@ static void default_node_id(char *out, size_t size)
     snprintf(out, size, "%s:%d:%08x", host, (int)getpid(), tag);
 }
 
+/*
+ * Raises the soft limit on open files to the hard limit: every provider
+ * transfer holds a socket, so the default soft limit (often 1024) would cap
+ * the runs in flight. Logs the limit in force either way.
+ */
+static void raise_open_files_limit(void)
+{
+    struct rlimit limit;
+    rlim_t before;
+
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) {
+        log_warn("msg=\"cannot read the open files limit\" error=\"%s\"", strerror(errno));
+        return;
+    }
+    before = limit.rlim_cur;
+    if (limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        if (setrlimit(RLIMIT_NOFILE, &limit) != 0) {
+            log_warn("msg=\"cannot raise the open files limit\" soft=%llu hard=%llu error=\"%s\"",
+                     (unsigned long long)before, (unsigned long long)limit.rlim_max, strerror(errno));
+            return;
+        }
+    }
+    log_info("msg=\"open files limit\" soft=%llu previous_soft=%llu", (unsigned long long)limit.rlim_cur,
+             (unsigned long long)before);
+}
+
 static int serve(const char *db_uri, int argc, char **argv)
 {
     server_config_t config;
@@ -77,6 +107,8 @@ static int serve(const char *db_uri, int argc, char **argv)
     store_t *store = NULL;
     engine_t *engine = NULL;
     http_server_t *server = NULL;
+    providers_file_t providers = {NULL, 0};
+    int status = 1;
 
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -94,6 +126,16 @@ static int serve(const char *db_uri, int argc, char **argv)
         default_node_id(node_id, sizeof(node_id));
         config.engine.node_id = node_id;
     }
+    if (config.providers_path != NULL) {
+        if (providers_file_load(config.providers_path, 1, &providers, err, sizeof(err)) != 0) {
+            fprintf(stderr, "pushaid: %s\n", err);
+            return 2;
+        }
+        config.engine.providers = providers.providers;
+        config.engine.n_providers = providers.n;
+        log_info("msg=\"named providers loaded\" file=\"%s\" providers=%zu", config.providers_path, providers.n);
+    }
+    raise_open_files_limit();
 
     /* the signals that stop the server are taken by sigwait() in this thread
      * alone; every thread started below inherits the mask */
@@ -106,18 +148,18 @@ static int serve(const char *db_uri, int argc, char **argv)
     /* create and migrate the database once, before any thread opens it */
     if (store_open(db_uri, &store) != STORE_OK) {
         fprintf(stderr, "pushaid: cannot open the database %s\n", db_uri);
-        return 1;
+        goto out;
     }
     store_close(store);
 
     if (config.engine_enabled && engine_start(&config.engine, &engine) != 0) {
         fprintf(stderr, "pushaid: cannot start the run engine\n");
-        return 1;
+        goto out;
     }
     if (http_server_start(&config, engine, &server) != 0) {
         if (engine != NULL)
             engine_stop(engine, 0);
-        return 1;
+        goto out;
     }
 
     sigwait(&signals, &signal_number);
@@ -127,7 +169,11 @@ static int serve(const char *db_uri, int argc, char **argv)
     if (engine != NULL)
         engine_stop(engine, config.shutdown_grace_ms);
     log_info("msg=stopped");
-    return 0;
+    status = 0;
+
+out:
+    providers_file_free(&providers);
+    return status;
 }
 
 int main(int argc, char **argv)

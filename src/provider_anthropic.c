@@ -10,7 +10,9 @@
  *  - message_start carries usage.input_tokens;
  *  - content_block_delta with a text_delta carries text;
  *  - message_delta carries delta.stop_reason (the finish reason) and usage.output_tokens;
- *  - message_stop ends the stream;
+ *  - message_stop ends the stream, and only then is the reply complete: a
+ *    stream cut between message_delta and message_stop may have lost the
+ *    end of the text with it;
  *  - "error" carries error.type and error.message;
  *  - ping and unknown types are ignored.
  */
@@ -97,7 +99,9 @@ static void anthropic_take_usage(provider_reply_t *reply, const json_t *usage)
     }
 }
 
-static int anthropic_take_stop_reason(provider_reply_t *reply, const json_t *stop_reason)
+/* Records the stop reason; a whole body (is_body) is complete with it, a
+ * stream only at message_stop. */
+static int anthropic_take_stop_reason(provider_reply_t *reply, const json_t *stop_reason, int is_body)
 {
     if (!json_is_string(stop_reason))
         return 0;
@@ -107,7 +111,8 @@ static int anthropic_take_stop_reason(provider_reply_t *reply, const json_t *sto
         provider_reply_set_error(reply, NULL, "out of memory while reading the provider reply");
         return -1;
     }
-    reply->complete = 1;
+    if (is_body)
+        reply->complete = 1;
     return 0;
 }
 
@@ -139,9 +144,11 @@ static int anthropic_parse_event(provider_reply_t *reply, const sse_event_t *eve
             goto out;
     } else if (strcmp(type, "message_delta") == 0) {
         anthropic_take_usage(reply, json_object_get(root, "usage"));
-        if (anthropic_take_stop_reason(reply, json_object_get(json_object_get(root, "delta"), "stop_reason")) != 0)
+        if (anthropic_take_stop_reason(reply, json_object_get(json_object_get(root, "delta"), "stop_reason"), 0) !=
+            0)
             goto out;
     } else if (strcmp(type, "message_stop") == 0) {
+        reply->complete = 1;
         reply->done = 1;
     }
     rc = 0;
@@ -182,7 +189,7 @@ static int anthropic_parse_body(provider_reply_t *reply, const char *body, size_
             goto out;
     }
     anthropic_take_usage(reply, json_object_get(root, "usage"));
-    if (anthropic_take_stop_reason(reply, json_object_get(root, "stop_reason")) != 0)
+    if (anthropic_take_stop_reason(reply, json_object_get(root, "stop_reason"), 1) != 0)
         goto out;
     reply->complete = 1;
     reply->done = 1;

@@ -24,12 +24,8 @@ store_rc_t store_open(const char *uri, store_t **out)
     }
 
     /* The same two schemes that libpq accepts, compared as libpq does. */
-    if (has_prefix(uri, "postgresql://") || has_prefix(uri, "postgres://")) {
-        /* NOTE: the PostgreSQL implementation is not written yet. It will be a
-         * store_pg_open() in store_pg.c filling its own store_ops_t. */
-        log_error("msg=\"PostgreSQL support is not available in this build\"");
-        return STORE_ERROR;
-    }
+    if (has_prefix(uri, "postgresql://") || has_prefix(uri, "postgres://"))
+        return store_pg_open(uri, out);
     return store_sqlite_open(uri, out);
 }
 

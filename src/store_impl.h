@@ -68,4 +68,13 @@ struct store {
  */
 store_rc_t store_sqlite_open(const char *path, store_t **out);
 
+/*
+ * Opens a connection to the PostgreSQL database at uri (a libpq
+ * "postgresql://" or "postgres://" URI), applying migrations when needed
+ * under an advisory lock, so that several processes may open it at once.
+ * On success *out is a store to close with store_close(). On failure *out is
+ * NULL and the reason has been logged (without the password).
+ */
+store_rc_t store_pg_open(const char *uri, store_t **out);
+
 #endif

@@ -16,6 +16,10 @@
  *                     and the result. id is the lowercase UUID text.
  *   idempotency_keys  (key_id, idem_key) -> the hash of the first request and
  *                     the run it created. NOTE: rows are never deleted yet.
+ * Migration 2 adds runs.cancel_requested (1 once a cancellation was recorded)
+ * and the indexes that fair claiming and cancellation read: pending runs by
+ * organization, running runs by organization and by agent, and the running
+ * runs marked for cancellation by owner.
  * Migrations are numbered by PRAGMA user_version. store_sqlite_open() applies
  * the missing ones, each in its own BEGIN IMMEDIATE transaction that first
  * reads user_version again, so when two processes open a fresh file at once
@@ -35,7 +39,8 @@
  * write lock up front, so two connections never both hold a read snapshot
  * and then fail to upgrade it (SQLITE_BUSY_SNAPSHOT). These functions are
  * store_agents_import(), store_run_create() (idempotency check, in-flight
- * count, insert) and store_runs_claim() (fail exhausted runs, then claim).
+ * count, insert) and store_runs_claim() (end expired runs that cannot go on,
+ * then pick and claim).
  * store_agents_list() reads its total and its page in one read transaction so
  * both come from the same snapshot. Everything else is a single statement in
  * autocommit mode. Waiting for another connection's lock is left to
@@ -49,9 +54,32 @@
  * the lease with store_runs_renew(). store_run_complete() changes the run only
  * while it is running under that owner. A running run whose lease_until has
  * passed is claimed again by the next store_runs_claim(), or failed there if
- * it already has max_attempts attempts. store_runs_release() (graceful
- * shutdown) sets the owner's runs back to pending and takes back the attempt
- * it counted, because the run was not interrupted by a fault.
+ * it already has max_attempts attempts, or cancelled there if its
+ * cancellation was requested. store_runs_release() (graceful shutdown) sets
+ * the owner's runs back to pending and takes back the attempt it counted,
+ * because the run was not interrupted by a fault; a run marked for
+ * cancellation is cancelled instead.
+ *
+ * Fair claiming: store_runs_claim() reads, inside its transaction, the
+ * organizations that have claimable runs (a loose scan of runs_pending_org,
+ * one index seek per organization, plus the runs whose lease expired), and
+ * pages through each organization's runs oldest first. Organizations then
+ * take turns: each next run goes to the organization with the fewest runs
+ * running under a live lease in the whole database (plus those this call
+ * picked), the one with the oldest claimable run among equals. So when all
+ * start at zero they alternate run by run, and a slot that frees up while
+ * one organization fills the others goes to an organization that waits with
+ * fewer. A run is skipped when its organization or agent already has
+ * max_per_org or max_per_agent runs running under a live lease. Within an
+ * organization, runs taken over from an expired lease come before pending
+ * runs, each group oldest first. The picked runs are then updated one by one
+ * by rowid.
+ *
+ * Cancellation: store_run_cancel() is one UPDATE ... RETURNING. A pending run
+ * becomes cancelled at once; a running run only gets cancel_requested = 1,
+ * and its owner finds it with store_runs_cancel_requested() and completes it
+ * as cancelled. A pending run with cancel_requested = 1 cannot arise (the
+ * same statement cancels it), and the claim's index excludes it anyway.
  *
  * Statements: every statement is prepared once per connection at open
  * (stmt_sql[]) and reused: after each use it is reset and its bindings
@@ -165,6 +193,19 @@ static const char *const migrations[] = {
     "  created_at INTEGER NOT NULL,"
     "  PRIMARY KEY (key_id, idem_key)"
     ") WITHOUT ROWID;",
+
+    /* 2: cancellation, and the indexes of fair claiming */
+    "ALTER TABLE runs ADD COLUMN cancel_requested INTEGER NOT NULL DEFAULT 0"
+    "  CHECK (cancel_requested IN (0, 1));"
+    /* replaced by runs_pending_org */
+    "DROP INDEX runs_pending;"
+    /* claiming: each organization's claimable pending runs, oldest first */
+    "CREATE INDEX runs_pending_org ON runs(org_id, created_at) WHERE status = 'pending' AND cancel_requested = 0;"
+    /* per-organization and per-agent limits: running runs with a live lease */
+    "CREATE INDEX runs_running_org ON runs(org_id, lease_until) WHERE status = 'running';"
+    "CREATE INDEX runs_running_agent ON runs(agent_id, lease_until) WHERE status = 'running';"
+    /* an owner's runs to abort */
+    "CREATE INDEX runs_cancel_requested ON runs(lease_owner) WHERE status = 'running' AND cancel_requested = 1;",
 };
 
 #define SCHEMA_VERSION ((int)(sizeof(migrations) / sizeof(migrations[0])))
@@ -196,11 +237,19 @@ typedef enum {
     STMT_RUNS_IN_FLIGHT,
     STMT_RUN_INSERT,
     STMT_RUN_GET,
+    STMT_RUNS_CANCEL_EXPIRED,
     STMT_RUNS_FAIL_EXHAUSTED,
-    STMT_RUNS_CLAIM,
+    STMT_RUNS_EXPIRED,
+    STMT_PENDING_NEXT_ORG,
+    STMT_PENDING_PAGE,
+    STMT_ORG_RUNNING,
+    STMT_AGENT_RUNNING,
+    STMT_RUN_CLAIM,
     STMT_RUNS_RENEW,
     STMT_RUN_COMPLETE,
     STMT_RUNS_RELEASE,
+    STMT_RUN_CANCEL,
+    STMT_RUNS_CANCEL_REQUESTED,
     STMT_COUNT
 } stmt_id_t;
 
@@ -256,6 +305,10 @@ static const char *const stmt_sql[STMT_COUNT] = {
                         " VALUES (?1, ?2, ?3, ?4, 'pending', ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, 0)",
     [STMT_RUN_GET] = "SELECT " RUN_COLUMNS " FROM runs WHERE id = ?1 AND org_id = ?2 AND agent_id = ?3",
 
+    /* ?1 now: expired runs whose cancellation was requested end cancelled */
+    [STMT_RUNS_CANCEL_EXPIRED] =
+        "UPDATE runs SET status = 'cancelled', completed_at = ?1, lease_owner = NULL, lease_until = NULL"
+        " WHERE status = 'running' AND lease_until < ?1 AND cancel_requested = 1",
     /* ?1 now, ?2 max_attempts */
     [STMT_RUNS_FAIL_EXHAUSTED] =
         "UPDATE runs SET status = 'failed', completed_at = ?1, lease_owner = NULL, lease_until = NULL,"
@@ -265,26 +318,50 @@ static const char *const stmt_sql[STMT_COUNT] = {
         " Create a new run to try again.', attempts) END"
         " WHERE status = 'running' AND lease_until < ?1 AND attempts >= ?2"
         " RETURNING id, attempts",
-    /* ?1 now, ?2 owner, ?3 lease_until, ?4 max: pending runs and expired
-     * running runs, oldest first, with each branch limited on its own index */
-    [STMT_RUNS_CLAIM] =
-        "UPDATE runs SET status = 'running', attempts = attempts + 1, started_at = coalesce(started_at, ?1),"
-        " lease_owner = ?2, lease_until = ?3"
-        " WHERE rowid IN (SELECT r FROM ("
-        "   SELECT * FROM (SELECT rowid AS r, created_at AS c FROM runs WHERE status = 'pending'"
-        "                  ORDER BY created_at, rowid LIMIT ?4)"
-        "   UNION ALL"
-        "   SELECT * FROM (SELECT rowid AS r, created_at AS c FROM runs"
-        "                  WHERE status = 'running' AND lease_until < ?1 ORDER BY created_at, rowid LIMIT ?4)"
-        " ) ORDER BY c, r LIMIT ?4)"
-        " RETURNING " RUN_COLUMNS ", rowid",
+    /* ?1 now: running runs whose owner stopped renewing, to take over */
+    [STMT_RUNS_EXPIRED] = "SELECT rowid, org_id, agent_id, created_at FROM runs"
+                          " WHERE status = 'running' AND lease_until < ?1 ORDER BY created_at, rowid",
+    /* ?1 the previous org id: the next organization with a claimable pending
+     * run, one seek on runs_pending_org */
+    [STMT_PENDING_NEXT_ORG] = "SELECT org_id FROM runs WHERE status = 'pending' AND cancel_requested = 0"
+                              " AND org_id > ?1 ORDER BY org_id LIMIT 1",
+    /* ?1 org, (?2 created_at, ?3 rowid) the last run read, ?4 page size */
+    [STMT_PENDING_PAGE] = "SELECT rowid, agent_id, created_at FROM runs"
+                          " WHERE status = 'pending' AND cancel_requested = 0 AND org_id = ?1"
+                          " AND (created_at, rowid) > (?2, ?3) ORDER BY created_at, rowid LIMIT ?4",
+    /* ?1 org or agent, ?2 now: runs running under a live lease */
+    [STMT_ORG_RUNNING] = "SELECT count(*) FROM runs WHERE status = 'running' AND org_id = ?1 AND lease_until >= ?2",
+    [STMT_AGENT_RUNNING] =
+        "SELECT count(*) FROM runs WHERE status = 'running' AND agent_id = ?1 AND lease_until >= ?2",
+    /* ?1 now, ?2 owner, ?3 lease_until, ?4 rowid. now is read before the
+     * write lock is taken, so a run committed meanwhile can be newer. */
+    [STMT_RUN_CLAIM] =
+        "UPDATE runs SET status = 'running', attempts = attempts + 1,"
+        " started_at = coalesce(started_at, max(?1, created_at)),"
+        " lease_owner = ?2, lease_until = ?3 WHERE rowid = ?4 RETURNING " RUN_COLUMNS,
     [STMT_RUNS_RENEW] = "UPDATE runs SET lease_until = ?2 WHERE lease_owner = ?1 AND status = 'running'",
     [STMT_RUN_COMPLETE] = "UPDATE runs SET status = ?3, completed_at = ?4, output = ?5, error = ?6,"
                           " input_tokens = ?7, output_tokens = ?8, lease_owner = NULL, lease_until = NULL"
                           " WHERE id = ?1 AND lease_owner = ?2 AND status = 'running'",
-    [STMT_RUNS_RELEASE] = "UPDATE runs SET status = 'pending', started_at = NULL, attempts = max(attempts - 1, 0),"
-                          " lease_owner = NULL, lease_until = NULL"
-                          " WHERE lease_owner = ?1 AND status = 'running'",
+    /* ?1 owner, ?2 now; a run marked for cancellation ends cancelled instead */
+    [STMT_RUNS_RELEASE] =
+        "UPDATE runs SET status = CASE cancel_requested WHEN 1 THEN 'cancelled' ELSE 'pending' END,"
+        " started_at = CASE cancel_requested WHEN 1 THEN started_at ELSE NULL END,"
+        " completed_at = CASE cancel_requested WHEN 1 THEN ?2 ELSE NULL END,"
+        " attempts = CASE cancel_requested WHEN 1 THEN attempts ELSE max(attempts - 1, 0) END,"
+        " lease_owner = NULL, lease_until = NULL"
+        " WHERE lease_owner = ?1 AND status = 'running'",
+    /* ?1 id, ?2 org, ?3 agent, ?4 now. The SET expressions read the old
+     * status: a pending run ends cancelled, a running one is only marked. */
+    [STMT_RUN_CANCEL] =
+        "UPDATE runs SET cancel_requested = 1,"
+        " status = CASE status WHEN 'pending' THEN 'cancelled' ELSE status END,"
+        " completed_at = CASE status WHEN 'pending' THEN max(?4, created_at) ELSE completed_at END"
+        " WHERE id = ?1 AND org_id = ?2 AND agent_id = ?3 AND status IN ('pending', 'running')"
+        " RETURNING " RUN_COLUMNS,
+    /* ?1 owner, ?2 max */
+    [STMT_RUNS_CANCEL_REQUESTED] = "SELECT id FROM runs WHERE lease_owner = ?1 AND status = 'running'"
+                                   " AND cancel_requested = 1 LIMIT ?2",
 };
 
 typedef struct {
@@ -1461,121 +1538,534 @@ static store_rc_t fail_exhausted_runs(sqlite_store_t *s, int64_t now_ms, int max
     return result;
 }
 
-typedef struct {
-    run_t run;
-    int64_t rowid; /* insertion order: breaks ties between equal created_at */
-} claimed_run_t;
-
-static int compare_claimed(const void *a, const void *b)
+/* Cancels, inside the caller's transaction, the expired running runs whose
+ * cancellation was requested: their owner is gone, so nothing else ends them. */
+static store_rc_t cancel_expired_runs(sqlite_store_t *s, int64_t now_ms)
 {
-    const claimed_run_t *x = a, *y = b;
+    sqlite3_stmt *st = stmt_get(s, STMT_RUNS_CANCEL_EXPIRED);
 
-    if (x->run.created_at_ms != y->run.created_at_ms)
-        return x->run.created_at_ms < y->run.created_at_ms ? -1 : 1;
-    return x->rowid < y->rowid ? -1 : x->rowid > y->rowid;
-}
-
-/* Claims up to max runs inside the caller's transaction into *claimed (malloc'd,
- * *n_claimed entries, in no particular order). */
-static store_rc_t claim_runs(sqlite_store_t *s, const char *owner, int64_t now_ms, int64_t lease_until_ms,
-                             size_t max, claimed_run_t **claimed, size_t *n_claimed)
-{
-    sqlite3_stmt *st = stmt_get(s, STMT_RUNS_CLAIM);
-    size_t capacity = 0;
-    store_rc_t result = STORE_OK;
-    int rc = SQLITE_OK;
-
-    *claimed = NULL;
-    *n_claimed = 0;
-    rc |= sqlite3_bind_int64(st, 1, now_ms);
-    rc |= bind_text(st, 2, owner);
-    rc |= sqlite3_bind_int64(st, 3, lease_until_ms);
-    rc |= sqlite3_bind_int64(st, 4, max > INT64_MAX ? INT64_MAX : (int64_t)max);
-    if (rc != SQLITE_OK) {
+    if (sqlite3_bind_int64(st, 1, now_ms) != SQLITE_OK) {
         stmt_done(st);
         return db_error(s, "runs_claim");
     }
+    if (stmt_exec(st) != SQLITE_DONE)
+        return db_error(s, "runs_claim");
+    return STORE_OK;
+}
+
+/* ---- fair claiming (see "Fair claiming" at the top) ---- */
+
+#define CLAIM_FIRST_PAGE_ROWS 16
+#define CLAIM_MAX_PAGE_ROWS 512
+
+/* A run that a claim may pick. */
+typedef struct {
+    int64_t rowid;
+    int64_t org_id;
+    int64_t agent_id;
+    int64_t created_at_ms;
+} claim_candidate_t;
+
+/* One organization's claimable runs: its expired runs, then its pending runs
+ * read page by page. */
+typedef struct {
+    int64_t org_id;
+    int64_t running;                  /* runs under a live lease, plus those this claim picked */
+    const claim_candidate_t *expired; /* this organization's part of claim_plan_t.expired */
+    size_t n_expired;
+    size_t next_expired;
+    claim_candidate_t *page;          /* the pending runs read by the last page */
+    size_t n_page;
+    size_t next_page;
+    size_t page_rows;                 /* rows the next page asks for */
+    int pending_exhausted;            /* the last page came back short */
+    int64_t after_created_at_ms;      /* keyset cursor: the last pending run read */
+    int64_t after_rowid;
+    int64_t head_created_at_ms;       /* the oldest claimable run, for the turn order */
+    int64_t head_rowid;
+    int active;
+} claim_org_t;
+
+typedef struct {
+    int64_t agent_id;
+    int64_t running; /* runs under a live lease, plus those this claim picked */
+} claim_agent_t;
+
+typedef struct {
+    sqlite_store_t *s;
+    int64_t now_ms;
+    const store_claim_limits_t *limits;
+    claim_candidate_t *expired; /* running runs whose lease expired, by org, then oldest first */
+    size_t n_expired;
+    claim_org_t *orgs;
+    size_t n_orgs;
+    claim_agent_t *agents;
+    size_t n_agents;
+    size_t cap_agents;
+    int64_t *picked; /* rowids in the order of the turns */
+    size_t n_picked;
+} claim_plan_t;
+
+static void claim_plan_free(claim_plan_t *p)
+{
+    for (size_t i = 0; i < p->n_orgs; i++)
+        free(p->orgs[i].page);
+    free(p->orgs);
+    free(p->expired);
+    free(p->agents);
+    free(p->picked);
+}
+
+static int compare_candidates_by_org(const void *a, const void *b)
+{
+    const claim_candidate_t *x = a, *y = b;
+
+    if (x->org_id != y->org_id)
+        return x->org_id < y->org_id ? -1 : 1;
+    if (x->created_at_ms != y->created_at_ms)
+        return x->created_at_ms < y->created_at_ms ? -1 : 1;
+    return x->rowid < y->rowid ? -1 : x->rowid > y->rowid;
+}
+
+/* Whether x gets the next run before y: fewer runs running first, then the
+ * older oldest claimable run. */
+static int claim_org_first(const claim_org_t *x, const claim_org_t *y)
+{
+    if (x->running != y->running)
+        return x->running < y->running;
+    if (x->head_created_at_ms != y->head_created_at_ms)
+        return x->head_created_at_ms < y->head_created_at_ms;
+    return x->head_rowid < y->head_rowid;
+}
+
+/* Reads one count(*) of st, bound to (id, now_ms), into *count. */
+static store_rc_t claim_count_running(sqlite_store_t *s, stmt_id_t id_stmt, int64_t id, int64_t now_ms,
+                                      int64_t *count)
+{
+    sqlite3_stmt *st = stmt_get(s, id_stmt);
+    store_rc_t result = STORE_OK;
+
+    if (sqlite3_bind_int64(st, 1, id) != SQLITE_OK || sqlite3_bind_int64(st, 2, now_ms) != SQLITE_OK ||
+        sqlite3_step(st) != SQLITE_ROW)
+        result = db_error(s, "runs_claim");
+    else
+        *count = sqlite3_column_int64(st, 0);
+    stmt_done(st);
+    return result;
+}
+
+/* Reads every running run whose lease expired into p->expired, grouped by organization. */
+static store_rc_t claim_load_expired(claim_plan_t *p)
+{
+    sqlite3_stmt *st = stmt_get(p->s, STMT_RUNS_EXPIRED);
+    size_t capacity = 0;
+    store_rc_t result = STORE_OK;
+    int rc;
+
+    if (sqlite3_bind_int64(st, 1, p->now_ms) != SQLITE_OK) {
+        stmt_done(st);
+        return db_error(p->s, "runs_claim");
+    }
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        if (*n_claimed == capacity) {
+        claim_candidate_t *c;
+
+        if (p->n_expired == capacity) {
             size_t new_capacity = capacity ? capacity * 2 : 16;
-            claimed_run_t *grown = realloc(*claimed, new_capacity * sizeof(*grown));
+            claim_candidate_t *grown = realloc(p->expired, new_capacity * sizeof(*grown));
 
             if (grown == NULL) {
                 result = out_of_memory("runs_claim");
                 break;
             }
-            *claimed = grown;
+            p->expired = grown;
             capacity = new_capacity;
         }
-        if (read_run(st, &(*claimed)[*n_claimed].run, "runs_claim") != 0) {
-            result = STORE_ERROR;
-            break;
-        }
-        (*claimed)[*n_claimed].rowid = sqlite3_column_int64(st, 20);
-        (*n_claimed)++;
+        c = &p->expired[p->n_expired++];
+        c->rowid = sqlite3_column_int64(st, 0);
+        c->org_id = sqlite3_column_int64(st, 1);
+        c->agent_id = sqlite3_column_int64(st, 2);
+        c->created_at_ms = sqlite3_column_int64(st, 3);
     }
     if (result == STORE_OK && rc != SQLITE_DONE)
-        result = db_error(s, "runs_claim");
+        result = db_error(p->s, "runs_claim");
     stmt_done(st);
+    if (result == STORE_OK && p->n_expired > 1)
+        qsort(p->expired, p->n_expired, sizeof(*p->expired), compare_candidates_by_org);
     return result;
+}
+
+/* Appends an organization with nothing read yet; returns it, or NULL when out of memory. */
+static claim_org_t *claim_add_org(claim_plan_t *p, size_t *capacity, int64_t org_id)
+{
+    claim_org_t *org;
+
+    if (p->n_orgs == *capacity) {
+        size_t new_capacity = *capacity ? *capacity * 2 : 16;
+        claim_org_t *grown = realloc(p->orgs, new_capacity * sizeof(*grown));
+
+        if (grown == NULL)
+            return NULL;
+        p->orgs = grown;
+        *capacity = new_capacity;
+    }
+    org = &p->orgs[p->n_orgs++];
+    memset(org, 0, sizeof(*org));
+    org->org_id = org_id;
+    org->page_rows = CLAIM_FIRST_PAGE_ROWS;
+    org->after_created_at_ms = INT64_MIN;
+    org->after_rowid = INT64_MIN;
+    org->active = 1;
+    return org;
+}
+
+/*
+ * Lists the organizations with claimable runs in p->orgs, by org id: those
+ * with expired runs (p->expired must be loaded) and those with pending runs,
+ * found by a loose index scan that seeks once per organization.
+ */
+static store_rc_t claim_list_orgs(claim_plan_t *p)
+{
+    sqlite3_stmt *st = stmt_get(p->s, STMT_PENDING_NEXT_ORG);
+    size_t capacity = 0;
+    size_t next_expired = 0;
+    int64_t last_org_id = INT64_MIN;
+
+    for (;;) {
+        int64_t pending_org_id = INT64_MAX;
+        int has_pending = 0;
+        int64_t org_id;
+        claim_org_t *org;
+        int rc;
+
+        if (sqlite3_bind_int64(st, 1, last_org_id) != SQLITE_OK) {
+            stmt_done(st);
+            return db_error(p->s, "runs_claim");
+        }
+        rc = sqlite3_step(st);
+        if (rc == SQLITE_ROW) {
+            pending_org_id = sqlite3_column_int64(st, 0);
+            has_pending = 1;
+        }
+        stmt_done(st);
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+            return db_error(p->s, "runs_claim");
+
+        /* merge with the organizations of the expired runs, also by id */
+        if (next_expired < p->n_expired && p->expired[next_expired].org_id <= pending_org_id)
+            org_id = p->expired[next_expired].org_id;
+        else if (has_pending)
+            org_id = pending_org_id;
+        else
+            return STORE_OK;
+
+        org = claim_add_org(p, &capacity, org_id);
+        if (org == NULL)
+            return out_of_memory("runs_claim");
+        org->pending_exhausted = !has_pending || pending_org_id != org_id;
+        if (next_expired < p->n_expired && p->expired[next_expired].org_id == org_id) {
+            org->expired = &p->expired[next_expired];
+            while (next_expired < p->n_expired && p->expired[next_expired].org_id == org_id) {
+                next_expired++;
+                org->n_expired++;
+            }
+        }
+        last_org_id = org_id;
+    }
+}
+
+/* Reads the organization's next page of pending runs, oldest first. */
+static store_rc_t claim_read_page(claim_plan_t *p, claim_org_t *org)
+{
+    sqlite3_stmt *st = stmt_get(p->s, STMT_PENDING_PAGE);
+    claim_candidate_t *page;
+    store_rc_t result = STORE_OK;
+    int rc = SQLITE_OK;
+
+    page = realloc(org->page, org->page_rows * sizeof(*page));
+    if (page == NULL)
+        return out_of_memory("runs_claim");
+    org->page = page;
+    org->n_page = 0;
+    org->next_page = 0;
+
+    rc |= sqlite3_bind_int64(st, 1, org->org_id);
+    rc |= sqlite3_bind_int64(st, 2, org->after_created_at_ms);
+    rc |= sqlite3_bind_int64(st, 3, org->after_rowid);
+    rc |= sqlite3_bind_int64(st, 4, (int64_t)org->page_rows);
+    if (rc != SQLITE_OK) {
+        stmt_done(st);
+        return db_error(p->s, "runs_claim");
+    }
+    while (org->n_page < org->page_rows && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        claim_candidate_t *c = &page[org->n_page++];
+
+        c->rowid = sqlite3_column_int64(st, 0);
+        c->org_id = org->org_id;
+        c->agent_id = sqlite3_column_int64(st, 1);
+        c->created_at_ms = sqlite3_column_int64(st, 2);
+    }
+    if (org->n_page < org->page_rows && rc != SQLITE_DONE)
+        result = db_error(p->s, "runs_claim");
+    stmt_done(st);
+    if (result != STORE_OK)
+        return result;
+
+    if (org->n_page < org->page_rows)
+        org->pending_exhausted = 1;
+    if (org->n_page > 0) {
+        org->after_created_at_ms = page[org->n_page - 1].created_at_ms;
+        org->after_rowid = page[org->n_page - 1].rowid;
+    }
+    if (org->page_rows < CLAIM_MAX_PAGE_ROWS)
+        org->page_rows *= 2;
+    return STORE_OK;
+}
+
+/* Points *next at the organization's next claimable run without taking it,
+ * or at NULL when it has none left. */
+static store_rc_t claim_peek(claim_plan_t *p, claim_org_t *org, const claim_candidate_t **next)
+{
+    *next = NULL;
+    if (org->next_expired < org->n_expired) {
+        *next = &org->expired[org->next_expired];
+        return STORE_OK;
+    }
+    if (org->next_page == org->n_page) {
+        store_rc_t rc;
+
+        if (org->pending_exhausted)
+            return STORE_OK;
+        if ((rc = claim_read_page(p, org)) != STORE_OK)
+            return rc;
+    }
+    if (org->next_page < org->n_page)
+        *next = &org->page[org->next_page];
+    return STORE_OK;
+}
+
+static void claim_consume(claim_org_t *org)
+{
+    if (org->next_expired < org->n_expired)
+        org->next_expired++;
+    else
+        org->next_page++;
+}
+
+/* The running count of agent_id, read from the database on first use. */
+static store_rc_t claim_agent(claim_plan_t *p, int64_t agent_id, claim_agent_t **out)
+{
+    claim_agent_t *agent;
+
+    /* NOTE: a linear search, because a claim meets few distinct agents; a
+     * claim over thousands of agents would want a hash table here. */
+    for (size_t i = 0; i < p->n_agents; i++) {
+        if (p->agents[i].agent_id == agent_id) {
+            *out = &p->agents[i];
+            return STORE_OK;
+        }
+    }
+    if (p->n_agents == p->cap_agents) {
+        size_t new_capacity = p->cap_agents ? p->cap_agents * 2 : 16;
+        claim_agent_t *grown = realloc(p->agents, new_capacity * sizeof(*grown));
+
+        if (grown == NULL)
+            return out_of_memory("runs_claim");
+        p->agents = grown;
+        p->cap_agents = new_capacity;
+    }
+    agent = &p->agents[p->n_agents];
+    agent->agent_id = agent_id;
+    if (claim_count_running(p->s, STMT_AGENT_RUNNING, agent_id, p->now_ms, &agent->running) != STORE_OK)
+        return STORE_ERROR;
+    p->n_agents++;
+    *out = agent;
+    return STORE_OK;
+}
+
+/* Gives org its turn: picks its oldest run that the limits allow and moves
+ * its head to the next one, or deactivates org when it has none. */
+static store_rc_t claim_take_turn(claim_plan_t *p, claim_org_t *org)
+{
+    int64_t max_per_org = p->limits->max_per_org;
+    int64_t max_per_agent = p->limits->max_per_agent;
+    const claim_candidate_t *next;
+    store_rc_t rc;
+
+    for (;;) {
+        claim_agent_t *agent = NULL;
+
+        if ((rc = claim_peek(p, org, &next)) != STORE_OK)
+            return rc;
+        if (next == NULL) {
+            org->active = 0;
+            return STORE_OK;
+        }
+        if (max_per_agent > 0 && (rc = claim_agent(p, next->agent_id, &agent)) != STORE_OK)
+            return rc;
+        claim_consume(org);
+        if (agent != NULL && agent->running >= max_per_agent)
+            continue; /* this agent is at its limit; its later runs are skipped as well */
+        if (agent != NULL)
+            agent->running++;
+        org->running++;
+        p->picked[p->n_picked++] = next->rowid;
+        break;
+    }
+
+    if (max_per_org > 0 && org->running >= max_per_org) {
+        org->active = 0;
+        return STORE_OK;
+    }
+    if ((rc = claim_peek(p, org, &next)) != STORE_OK)
+        return rc;
+    if (next == NULL) {
+        org->active = 0;
+        return STORE_OK;
+    }
+    org->head_created_at_ms = next->created_at_ms;
+    org->head_rowid = next->rowid;
+    return STORE_OK;
+}
+
+/* Decides which runs to claim, in turn order, into p->picked (room for max). */
+static store_rc_t claim_plan(claim_plan_t *p, size_t max)
+{
+    int count_running = p->limits->max_per_org > 0;
+    store_rc_t rc;
+
+    if ((rc = claim_load_expired(p)) != STORE_OK || (rc = claim_list_orgs(p)) != STORE_OK)
+        return rc;
+
+    /* Each organization's running count (needed for the order of turns only
+     * when several compete) and its oldest claimable run. */
+    count_running |= p->n_orgs > 1;
+    for (size_t i = 0; i < p->n_orgs; i++) {
+        claim_org_t *org = &p->orgs[i];
+        const claim_candidate_t *head;
+
+        if (count_running &&
+            (rc = claim_count_running(p->s, STMT_ORG_RUNNING, org->org_id, p->now_ms, &org->running)) != STORE_OK)
+            return rc;
+        if (p->limits->max_per_org > 0 && org->running >= p->limits->max_per_org) {
+            org->active = 0;
+            continue;
+        }
+        if ((rc = claim_peek(p, org, &head)) != STORE_OK)
+            return rc;
+        if (head == NULL) {
+            org->active = 0;
+            continue;
+        }
+        org->head_created_at_ms = head->created_at_ms;
+        org->head_rowid = head->rowid;
+    }
+
+    p->picked = malloc(max * sizeof(*p->picked));
+    if (p->picked == NULL)
+        return out_of_memory("runs_claim");
+
+    /* NOTE: a linear search for the next organization per run picked, so a
+     * claim costs O(max x organizations); a heap would make it O(max log
+     * organizations) if thousands of organizations ever compete at once. */
+    while (p->n_picked < max) {
+        claim_org_t *next = NULL;
+
+        for (size_t i = 0; i < p->n_orgs; i++) {
+            if (p->orgs[i].active && (next == NULL || claim_org_first(&p->orgs[i], next)))
+                next = &p->orgs[i];
+        }
+        if (next == NULL)
+            break;
+        if ((rc = claim_take_turn(p, next)) != STORE_OK)
+            return rc;
+    }
+    return STORE_OK;
+}
+
+/* Claims the planned runs for owner into runs[] (room for p->n_picked). */
+static store_rc_t claim_picked(claim_plan_t *p, const char *owner, int64_t lease_until_ms, run_t *runs, size_t *n)
+{
+    sqlite3_stmt *st = stmt_get(p->s, STMT_RUN_CLAIM);
+
+    *n = 0;
+    for (size_t i = 0; i < p->n_picked; i++) {
+        int rc = SQLITE_OK;
+
+        rc |= sqlite3_bind_int64(st, 1, p->now_ms);
+        rc |= bind_text(st, 2, owner);
+        rc |= sqlite3_bind_int64(st, 3, lease_until_ms);
+        rc |= sqlite3_bind_int64(st, 4, p->picked[i]);
+        if (rc != SQLITE_OK || sqlite3_step(st) != SQLITE_ROW) {
+            store_rc_t result = db_error(p->s, "runs_claim");
+
+            stmt_done(st);
+            return result;
+        }
+        if (read_run(st, &runs[*n], "runs_claim") != 0) {
+            stmt_done(st);
+            return STORE_ERROR;
+        }
+        (*n)++;
+        stmt_done(st);
+    }
+    return STORE_OK;
 }
 
 static store_rc_t sqlite_runs_claim(store_t *store, const char *owner, int64_t now_ms, int64_t lease_ms,
                                     int max_attempts, const store_claim_limits_t *limits, run_t **out, size_t *n)
 {
-    size_t max = limits->max;
     sqlite_store_t *s = to_sqlite(store);
+    claim_plan_t plan;
     failed_run_t *failed = NULL;
-    claimed_run_t *claimed = NULL;
-    size_t n_failed = 0, n_claimed = 0;
+    size_t n_failed = 0;
     run_t *runs = NULL;
+    size_t n_claimed = 0;
     store_rc_t result;
 
     *out = NULL;
     *n = 0;
-    if (max == 0)
+    if (limits->max == 0)
         return STORE_OK;
     if (max_attempts < 1)
         max_attempts = 1; /* every claim counts one attempt, so fewer than one cannot be honoured */
+    memset(&plan, 0, sizeof(plan));
+    plan.s = s;
+    plan.now_ms = now_ms;
+    plan.limits = limits;
 
     if (tx_begin(s, STMT_BEGIN_IMMEDIATE, "runs_claim") != STORE_OK)
         return STORE_ERROR;
-    result = fail_exhausted_runs(s, now_ms, max_attempts, &failed, &n_failed);
+
+    /* expired runs that cannot go on end first: cancelled ones, then those out of attempts */
+    result = cancel_expired_runs(s, now_ms);
     if (result == STORE_OK)
-        result = claim_runs(s, owner, now_ms, now_ms + lease_ms, max, &claimed, &n_claimed);
+        result = fail_exhausted_runs(s, now_ms, max_attempts, &failed, &n_failed);
+    if (result == STORE_OK)
+        result = claim_plan(&plan, limits->max);
+    if (result == STORE_OK && plan.n_picked > 0) {
+        runs = calloc(plan.n_picked, sizeof(*runs));
+        if (runs == NULL)
+            result = out_of_memory("runs_claim");
+    }
+    if (result == STORE_OK)
+        result = claim_picked(&plan, owner, now_ms + lease_ms, runs, &n_claimed);
     if (result == STORE_OK)
         result = tx_commit(s, "runs_claim");
     else
         tx_rollback(s, "runs_claim");
-    if (result != STORE_OK)
-        goto out;
 
-    for (size_t i = 0; i < n_failed; i++)
-        log_warn("msg=\"failed a run whose lease expired on every attempt\" run_id=%s attempts=%d", failed[i].id,
-                 failed[i].attempts);
-
-    /* RETURNING yields rows in no set order, and store.h promises oldest first */
-    if (n_claimed > 0) {
-        qsort(claimed, n_claimed, sizeof(*claimed), compare_claimed);
-        runs = malloc(n_claimed * sizeof(*runs));
-        if (runs == NULL) {
-            /* NOTE: the runs stay claimed by owner until their lease expires,
-             * and then the next claim takes them up again. */
-            result = out_of_memory("runs_claim");
-            goto out;
+    if (result == STORE_OK) {
+        for (size_t i = 0; i < n_failed; i++)
+            log_warn("msg=\"failed a run whose lease expired on every attempt\" run_id=%s attempts=%d",
+                     failed[i].id, failed[i].attempts);
+        if (n_claimed > 0) {
+            *out = runs;
+            *n = n_claimed;
+            runs = NULL;
         }
-        for (size_t i = 0; i < n_claimed; i++) {
-            runs[i] = claimed[i].run;
-            memset(&claimed[i].run, 0, sizeof(claimed[i].run)); /* ownership moved to runs */
-        }
-        *out = runs;
-        *n = n_claimed;
     }
-
-out:
-    for (size_t i = 0; i < n_claimed; i++)
-        run_free(&claimed[i].run);
-    free(claimed);
+    store_run_list_free(runs, n_claimed);
+    claim_plan_free(&plan);
     free(failed);
     return result;
 }
@@ -1631,14 +2121,86 @@ static store_rc_t sqlite_runs_release(store_t *store, const char *owner)
 {
     sqlite_store_t *s = to_sqlite(store);
     sqlite3_stmt *st = stmt_get(s, STMT_RUNS_RELEASE);
+    int rc = SQLITE_OK;
 
-    if (bind_text(st, 1, owner) != SQLITE_OK) {
+    rc |= bind_text(st, 1, owner);
+    rc |= sqlite3_bind_int64(st, 2, clock_now_ms());
+    if (rc != SQLITE_OK) {
         stmt_done(st);
         return db_error(s, "runs_release");
     }
     if (stmt_exec(st) != SQLITE_DONE)
         return db_error(s, "runs_release");
     return STORE_OK;
+}
+
+static store_rc_t sqlite_run_cancel(store_t *store, int64_t org_id, int64_t agent_id, const char *run_id,
+                                    int64_t now_ms, run_t *out)
+{
+    sqlite_store_t *s = to_sqlite(store);
+    sqlite3_stmt *st = stmt_get(s, STMT_RUN_CANCEL);
+    store_rc_t result;
+    int rc = SQLITE_OK;
+
+    memset(out, 0, sizeof(*out));
+    rc |= bind_text(st, 1, run_id);
+    rc |= sqlite3_bind_int64(st, 2, org_id);
+    rc |= sqlite3_bind_int64(st, 3, agent_id);
+    rc |= sqlite3_bind_int64(st, 4, now_ms > 0 ? now_ms : clock_now_ms());
+    if (rc != SQLITE_OK) {
+        stmt_done(st);
+        return db_error(s, "run_cancel");
+    }
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW)
+        result = read_run(st, out, "run_cancel") == 0 ? STORE_OK : STORE_ERROR;
+    else if (rc == SQLITE_DONE)
+        result = STORE_NOT_FOUND; /* not pending or running: looked at below */
+    else
+        result = db_error(s, "run_cancel");
+    stmt_done(st);
+    if (result != STORE_NOT_FOUND)
+        return result;
+
+    /* Nothing changed, so the run is missing or already ended, and an ended
+     * run never changes again: this read cannot race with the update. */
+    result = sqlite_run_get(store, org_id, agent_id, run_id, out);
+    if (result != STORE_OK)
+        return result;
+    return out->status == RUN_CANCELLED ? STORE_OK : STORE_CONFLICT;
+}
+
+static store_rc_t sqlite_runs_cancel_requested(store_t *store, const char *owner, char (*ids)[RUN_ID_LEN + 1],
+                                               size_t max, size_t *n)
+{
+    sqlite_store_t *s = to_sqlite(store);
+    sqlite3_stmt *st = stmt_get(s, STMT_RUNS_CANCEL_REQUESTED);
+    store_rc_t result = STORE_OK;
+    int rc = SQLITE_OK;
+
+    *n = 0;
+    if (max == 0)
+        return STORE_OK;
+    rc |= bind_text(st, 1, owner);
+    rc |= sqlite3_bind_int64(st, 2, max > INT64_MAX ? INT64_MAX : (int64_t)max);
+    if (rc != SQLITE_OK) {
+        stmt_done(st);
+        return db_error(s, "runs_cancel_requested");
+    }
+    while (*n < max && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        if (column_copy(st, 0, ids[*n], RUN_ID_LEN + 1) != 0) {
+            log_error("msg=\"stored run id is invalid\" db=sqlite op=runs_cancel_requested");
+            result = STORE_ERROR;
+            break;
+        }
+        (*n)++;
+    }
+    if (result == STORE_OK && *n < max && rc != SQLITE_DONE)
+        result = db_error(s, "runs_cancel_requested");
+    stmt_done(st);
+    if (result != STORE_OK)
+        *n = 0;
+    return result;
 }
 
 static const store_ops_t sqlite_ops = {
@@ -1662,4 +2224,6 @@ static const store_ops_t sqlite_ops = {
     .runs_renew = sqlite_runs_renew,
     .run_complete = sqlite_run_complete,
     .runs_release = sqlite_runs_release,
+    .run_cancel = sqlite_run_cancel,
+    .runs_cancel_requested = sqlite_runs_cancel_requested,
 };

@@ -45,6 +45,13 @@ Behaviour by model:
 
 * ``mock-ok``, and any model that does not start with ``mock-``: the default.
 * ``mock-slow-<ms>``: waits ms milliseconds, then replies as the default.
+* ``mock-hold-<ms>-tokens-<n>``: waits ms milliseconds, then replies with n
+  words (``w1 w2 ... wn``, n output tokens). A stream sends each word as its
+  own event in its own write, as a model producing tokens would; the
+  benchmarks use this to hold many requests open at once.
+* ``mock-stall-<ms>``: a stream that sends the first half of the default
+  reply's words (at least one), then nothing for ms milliseconds, then the
+  rest. Without streaming it behaves as ``mock-slow-<ms>``.
 * ``mock-status-<code>``: that status with the provider's usual JSON error.
 * ``mock-status-429-retry-<seconds>``: 429 with ``Retry-After: <seconds>``.
 * ``mock-flaky-<n>[-<code>]``: the first n requests with the same model and
@@ -403,6 +410,24 @@ class MockProvider:
                 return False
             return await self.send_reply(api, body, writer)
 
+        match = re.fullmatch(r"mock-hold-(\d+)-tokens-(\d+)", model)
+        if match:
+            await asyncio.sleep(int(match.group(1)) / 1000.0)
+            if writer.is_closing():
+                return False
+            words = " ".join("w%d" % (i + 1) for i in range(int(match.group(2))))
+            return await self.send_reply(api, body, writer, text=words, pace=True)
+
+        match = re.fullmatch(r"mock-stall-(\d+)", model)
+        if match:
+            stall_s = int(match.group(1)) / 1000.0
+            if body.get("stream") is not True:
+                await asyncio.sleep(stall_s)
+                if writer.is_closing():
+                    return False
+                return await self.send_reply(api, body, writer)
+            return await self.send_reply(api, body, writer, stall_s=stall_s)
+
         match = re.fullmatch(r"mock-status-429-retry-(\d+)", model)
         if match:
             await self.send_error(api, writer, 429, "Rate limit reached for requests.",
@@ -504,14 +529,21 @@ class MockProvider:
         reply = "echo: " + last_user
         return reply, input_words, count_words(reply)
 
-    async def send_reply(self, api, body, writer):
+    async def send_reply(self, api, body, writer, text=None, pace=False, stall_s=None):
+        """Send the default reply, or text in its place.
+
+        pace=True writes each streamed event on its own (no splitting);
+        stall_s waits that long after the first half of the streamed words.
+        """
         reply, input_tokens, output_tokens = self.reply_for(api, body)
+        if text is not None:
+            reply, output_tokens = text, count_words(text)
         stream = body.get("stream") is True
         if api == "openai" and stream:
             include_usage = (isinstance(body.get("stream_options"), dict)
                              and body["stream_options"].get("include_usage") is True)
             await self.stream_openai(writer, body["model"], reply, input_tokens, output_tokens,
-                                     include_usage)
+                                     include_usage, pace=pace, stall_s=stall_s)
         elif api == "openai":
             await self.send_json(writer, 200, {
                 "id": self.new_id("chatcmpl-mock"),
@@ -526,7 +558,8 @@ class MockProvider:
                           "total_tokens": input_tokens + output_tokens},
             })
         elif stream:
-            await self.stream_anthropic(writer, body["model"], reply, input_tokens, output_tokens)
+            await self.stream_anthropic(writer, body["model"], reply, input_tokens, output_tokens,
+                                        pace=pace, stall_s=stall_s)
         else:
             await self.send_json(writer, 200, {
                 "id": self.new_id("msg_mock"),
@@ -585,11 +618,40 @@ class MockProvider:
         chunks.append(chunk({}, "stop"))
         return chunk_id, created, chunks
 
-    async def stream_openai(self, writer, model, reply, input_tokens, output_tokens, include_usage):
+    async def write_events(self, writer, events, split_when, is_text, pace, stall_s):
+        """Write stream events, split as split_when(event) says unless pace.
+
+        With stall_s, wait that long after the first half of the events for
+        which is_text(event) is true. Return False when the client left.
+        """
+        content = [i for i, event in enumerate(events) if is_text(event)]
+        stall_after = content[max(len(content) // 2, 1) - 1] if content and stall_s is not None else None
+        for i, event in enumerate(events):
+            if pace:
+                # One write per event and no wait for the buffer, so a slow
+                # reader costs the mock memory rather than a stalled stream.
+                data = event.encode()
+                writer.write(b"%x\r\n%s\r\n" % (len(data), data))
+                if i % 32 == 31:
+                    await writer.drain()
+            else:
+                await self.write_event(writer, event, split=split_when(event))
+            if i == stall_after:
+                await writer.drain()
+                await asyncio.sleep(stall_s)
+                if writer.is_closing():
+                    return False
+        return True
+
+    async def stream_openai(self, writer, model, reply, input_tokens, output_tokens, include_usage,
+                            pace=False, stall_s=None):
         chunk_id, created, chunks = self.openai_chunks(model, reply)
         await self.start_stream(writer)
-        for chunk in chunks:
-            await self.write_event(writer, self.openai_event(chunk), split="content" in chunk["choices"][0]["delta"])
+        events = [self.openai_event(chunk) for chunk in chunks]
+        if not await self.write_events(writer, events, lambda event: '"content"' in event,
+                                       lambda event: '"content"' in event and '"content": ""' not in event,
+                                       pace, stall_s):
+            return
         if include_usage:
             await self.write_event(writer, self.openai_event({
                 "id": chunk_id, "object": "chat.completion.chunk", "created": created,
@@ -627,10 +689,13 @@ class MockProvider:
         events.append(self.anthropic_event("message_stop", {"type": "message_stop"}))
         return events
 
-    async def stream_anthropic(self, writer, model, reply, input_tokens, output_tokens):
+    async def stream_anthropic(self, writer, model, reply, input_tokens, output_tokens, pace=False,
+                               stall_s=None):
         await self.start_stream(writer)
-        for event in self.anthropic_events(model, reply, input_tokens, output_tokens):
-            await self.write_event(writer, event, split="content_block_delta" in event)
+        events = self.anthropic_events(model, reply, input_tokens, output_tokens)
+        is_delta = lambda event: "content_block_delta" in event  # noqa: E731
+        if not await self.write_events(writer, events, is_delta, is_delta, pace, stall_s):
+            return
         await self.write_chunk(writer, b"")
 
     async def send_truncated(self, api, body, writer):

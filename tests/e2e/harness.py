@@ -12,6 +12,11 @@ Environment:
 * ``PUSHAI_E2E_START_TIMEOUT``: seconds to wait for the server's
   ``listening on`` line (default 30; sanitizer builds start slowly).
 * ``PUSHAI_E2E_KEEP``: when set, temporary directories are kept for reading.
+* ``PUSHAI_E2E_PG_URL``: a postgresql:// URL of a role that may create
+  databases. When set, every Server gets a new PostgreSQL database instead of
+  a SQLite file (dropped when it closes), and the multi-node tests run.
+* ``PUSHAI_E2E_PG_DIR``: the directory of that cluster as made by
+  ``scripts/pg.sh start``, for the tests that stop and restart the database.
 """
 
 import datetime
@@ -56,6 +61,10 @@ API_KEY_RE = re.compile(r"^pai_([a-z0-9]{12})_([A-Za-z0-9]{32})$")
 # so that a test can never reach a real provider by mistake.
 UNREACHABLE_OPENAI_URL = "http://127.0.0.1:9/v1"
 UNREACHABLE_ANTHROPIC_URL = "http://127.0.0.1:9"
+
+PG_ADMIN_URL = os.environ.get("PUSHAI_E2E_PG_URL") or None
+PG_CLUSTER_DIR = os.environ.get("PUSHAI_E2E_PG_DIR") or None
+PG_SCRIPT = REPO_ROOT / "scripts" / "pg.sh"
 
 
 def pushaid_path():
@@ -398,6 +407,48 @@ class MockProvider:
 
 
 # ---------------------------------------------------------------------------
+# PostgreSQL databases
+# ---------------------------------------------------------------------------
+
+def pg_mode():
+    """Return True when the servers run on PostgreSQL (PUSHAI_E2E_PG_URL is set)."""
+    return PG_ADMIN_URL is not None
+
+
+def pg_url_with_database(url, dbname):
+    """Return url with its database name replaced by dbname (query parameters kept)."""
+    parts = urllib.parse.urlsplit(url)
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, "/" + dbname, parts.query, parts.fragment))
+
+
+def pg_admin_sql(sql, url=None):
+    """Run one SQL statement with psql as the admin role (or on url); return its output lines."""
+    result = subprocess.run(["psql", "-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-d", url or PG_ADMIN_URL,
+                             "-c", sql], capture_output=True, text=True, timeout=60)
+    if result.returncode != 0:
+        raise RuntimeError("psql failed on %r: %s" % (sql, result.stderr.strip()))
+    return result.stdout.splitlines()
+
+
+def pg_create_database():
+    """Create an empty database; return (name, URL)."""
+    name = "pushai_e2e_" + secrets.token_hex(6)
+    pg_admin_sql("CREATE DATABASE %s" % name)
+    return name, pg_url_with_database(PG_ADMIN_URL, name)
+
+
+def pg_drop_database(name):
+    pg_admin_sql("DROP DATABASE IF EXISTS %s WITH (FORCE)" % name)
+
+
+def pg_cluster(action):
+    """Run `scripts/pg.sh halt` or `resume` on the test cluster (PUSHAI_E2E_PG_DIR)."""
+    if PG_CLUSTER_DIR is None:
+        raise unittest.SkipTest("PUSHAI_E2E_PG_DIR is not set, so the database cannot be restarted")
+    subprocess.run([str(PG_SCRIPT), action, PG_CLUSTER_DIR], check=True, capture_output=True, timeout=120)
+
+
+# ---------------------------------------------------------------------------
 # pushaid process
 # ---------------------------------------------------------------------------
 
@@ -435,15 +486,20 @@ class Server:
     copied to DIR/server.log, which E2ETestCase prints when a test fails.
     """
 
-    def __init__(self, serve_args=(), mock=None, env=None, start=True):
-        self.name = "pushaid"
+    def __init__(self, serve_args=(), mock=None, env=None, start=True, db=None, name="pushaid"):
+        """db: the database of another Server to share (several nodes on one database): its file or URL."""
+        self.name = name
         self.binary = pushaid_path()
         self.serve_args = list(serve_args)
         self.mock = mock
         self.extra_env = dict(env or {})
         self.autostart = start
         self.tmpdir = tempfile.mkdtemp(prefix="pushai-e2e-")
-        self.db = os.path.join(self.tmpdir, "pushai.db")
+        # in PostgreSQL mode a server that shares no database gets a new one, dropped by close()
+        self.pg_database = None
+        if db is None and pg_mode():
+            self.pg_database, db = pg_create_database()
+        self.db = db or os.path.join(self.tmpdir, "pushai.db")
         self.log_path = os.path.join(self.tmpdir, "server.log")
         self.process = None
         self.host = None
@@ -536,6 +592,24 @@ class Server:
                 self.process.wait()
         return self._reap()
 
+    def stop_with_signal(self, signum, timeout=STOP_TIMEOUT_S):
+        """Send signum (SIGTERM or SIGINT) and wait up to timeout seconds for the exit; return its status.
+
+        Unlike stop(), a server still running after timeout is an AssertionError
+        (it is killed first, so the test leaves nothing behind).
+        """
+        if self.process is None:
+            return None
+        self.process.send_signal(signum)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            self._reap()
+            raise AssertionError("pushaid still running %.0f s after signal %d" % (timeout, signum))
+        return self._reap()
+
     def kill9(self):
         """Kill the server with SIGKILL, as a crash would; return the exit status."""
         if self.process is None:
@@ -566,6 +640,9 @@ class Server:
         if self in _live_processes:
             _live_processes.remove(self)
         self.stop()
+        if self.pg_database is not None:
+            pg_drop_database(self.pg_database)
+            self.pg_database = None
         if not os.environ.get("PUSHAI_E2E_KEEP"):
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
@@ -667,6 +744,9 @@ class Server:
 
     def get_run(self, key, agent_id, run_id):
         return self.request("GET", "/api/v1/agents/%s/runs/%s" % (agent_id, run_id), key=key)
+
+    def cancel_run(self, key, agent_id, run_id):
+        return self.request("POST", "/api/v1/agents/%s/runs/%s/cancel" % (agent_id, run_id), key=key)
 
     def start_run(self, key, agent_id, bindings=None):
         """Create a run that must be accepted; return its run id."""

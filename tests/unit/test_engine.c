@@ -294,6 +294,8 @@ static void config_defaults(void **state)
     assert_int_equal(cfg.max_attempts, 3);
     assert_int_equal(cfg.default_timeout_ms, 300000);
     assert_int_equal(cfg.poll_interval_ms, 1000);
+    assert_int_equal(cfg.max_per_org, 0);
+    assert_int_equal(cfg.max_per_agent, 0);
     assert_null(cfg.db_uri);
     assert_null(cfg.node_id);
 }
@@ -377,6 +379,65 @@ static void runs_reach_their_results(void **state)
     engine_stop(engine, 0);
 }
 
+/* Waits up to 10 s until the run is running. */
+static void wait_running(fixture_t *fx, const char *id)
+{
+    int64_t end_ms = clock_mono_ms() + 10000;
+    run_t run;
+
+    for (;;) {
+        assert_int_equal(store_run_get(fx->store, fx->org_id, fx->agent_id, id, &run), STORE_OK);
+        if (run.status == RUN_RUNNING)
+            break;
+        assert_true(clock_mono_ms() < end_ms);
+        run_free(&run);
+        usleep(20000);
+    }
+    run_free(&run);
+}
+
+/* A running run is aborted and completed as cancelled, whether the engine is
+ * told directly or finds the mark in the store by itself. */
+static void cancel_aborts_running_runs(void **state)
+{
+    fixture_t *fx = *state;
+    char told_id[RUN_ID_LEN + 1];
+    char polled_id[RUN_ID_LEN + 1];
+    engine_t *engine;
+    run_t run;
+
+    create_run(fx, "canned", "silent", 60000, "hello", told_id);
+    create_run(fx, "canned", "silent", 60000, "hello", polled_id);
+    engine = start_engine(fx, "engine-test-cancel");
+    engine_notify(engine);
+    wait_running(fx, told_id);
+    wait_running(fx, polled_id);
+
+    /* ids the engine does not hold, and no engine at all, change nothing */
+    engine_cancel(engine, "00000000-0000-4000-8000-000000000000");
+    engine_cancel(engine, "short");
+    engine_cancel(NULL, told_id);
+
+    assert_int_equal(store_run_cancel(fx->store, fx->org_id, fx->agent_id, told_id, clock_now_ms(), &run), STORE_OK);
+    assert_int_equal(run.status, RUN_RUNNING);
+    run_free(&run);
+    engine_cancel(engine, told_id);
+    wait_run(fx, told_id, 5000, &run);
+    assert_int_equal(run.status, RUN_CANCELLED);
+    assert_null(run.output); /* the silent server sent nothing */
+    assert_null(run.error);
+    run_free(&run);
+
+    assert_int_equal(store_run_cancel(fx->store, fx->org_id, fx->agent_id, polled_id, clock_now_ms(), &run),
+                     STORE_OK);
+    run_free(&run);
+    wait_run(fx, polled_id, 5000, &run);
+    assert_int_equal(run.status, RUN_CANCELLED);
+    run_free(&run);
+
+    engine_stop(engine, 0);
+}
+
 static void stop_hands_runs_back(void **state)
 {
     fixture_t *fx = *state;
@@ -414,6 +475,7 @@ int main(void)
         cmocka_unit_test(config_defaults),
         cmocka_unit_test(start_rejects_bad_settings),
         cmocka_unit_test(runs_reach_their_results),
+        cmocka_unit_test(cancel_aborts_running_runs),
         cmocka_unit_test(stop_hands_runs_back),
     };
 

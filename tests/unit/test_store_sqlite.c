@@ -258,7 +258,7 @@ static void test_open_migrates_fresh_file(void **state)
     int64_t org_id;
 
     assert_int_equal(store_open(f->path, &f->store), STORE_OK);
-    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 1);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 2);
     assert_int_equal(query_int(f->path, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name IN"
                                         " ('orgs', 'api_keys', 'agents', 'runs', 'idempotency_keys')"),
                      5);
@@ -272,7 +272,7 @@ static void test_open_migrates_fresh_file(void **state)
     store_close(f->store);
     f->store = NULL;
     assert_int_equal(store_open(f->path, &f->store), STORE_OK);
-    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 1);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 2);
     assert_int_equal(store_org_find(f->store, "acme", &org_id), STORE_OK);
 }
 
@@ -364,7 +364,7 @@ static void test_open_concurrent_processes(void **state)
         assert_true(WIFEXITED(status));
         assert_int_equal(WEXITSTATUS(status), 0);
     }
-    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 1);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 2);
     assert_int_equal(query_int(f->path, "SELECT count(*) FROM orgs"), N_PROCESSES);
 }
 
@@ -1230,6 +1230,383 @@ static void test_runs_release_hands_back(void **state)
     assert_int_equal(status_of(f, agent_id, 1), RUN_SUCCEEDED);
 }
 
+/* ---- runs: fair claiming and limits ---- */
+
+/* A pending run of agent_id in org_id (the key is the fixture's). */
+static void create_run_in(fixture_t *f, int64_t org_id, int64_t agent_id, int n, int64_t created_at_ms)
+{
+    run_t run;
+
+    make_run(&run, f, agent_id, f->key_id, n, created_at_ms);
+    run.org_id = org_id;
+    assert_int_equal(store_run_create(f->store, &run, 0, NULL, NULL, NULL), STORE_OK);
+}
+
+/* Claims for owner and checks that the runs come back as the numbers in expected[], in order. */
+static void claim_expect(fixture_t *f, const char *owner, int64_t now_ms, const store_claim_limits_t *limits,
+                         const int *expected, size_t n_expected)
+{
+    run_t *runs = NULL;
+    size_t n = 0;
+    char id[RUN_ID_LEN + 1];
+
+    assert_int_equal(store_runs_claim(f->store, owner, now_ms, 1000, 3, limits, &runs, &n), STORE_OK);
+    assert_int_equal(n, n_expected);
+    for (size_t i = 0; i < n; i++) {
+        run_id_of(expected[i], id);
+        assert_string_equal(runs[i].id, id);
+        assert_int_equal(runs[i].status, RUN_RUNNING);
+    }
+    store_run_list_free(runs, n);
+}
+
+static void finish_run(fixture_t *f, const char *owner, int n, run_status_t status)
+{
+    char id[RUN_ID_LEN + 1];
+    run_t result;
+
+    run_id_of(n, id);
+    complete_run(&result, status);
+    assert_int_equal(store_run_complete(f->store, id, owner, &result), STORE_OK);
+}
+
+/* One organization's backlog does not delay the others: they take turns. */
+static void test_runs_claim_orgs_take_turns(void **state)
+{
+    fixture_t *f = *state;
+    int64_t third_org_id;
+    int64_t agent_a, agent_b, agent_c;
+    static const int first_three[] = {1, 11, 21};
+    static const int rest[] = {2, 12, 3, 4, 5};
+
+    assert_int_equal(store_org_create(f->store, "initech", NULL, &third_org_id), STORE_OK);
+    agent_a = import_one(f, f->org_id, "a", 1);
+    agent_b = import_one(f, f->other_org_id, "b", 1);
+    agent_c = import_one(f, third_org_id, "c", 1);
+    for (int i = 1; i <= 5; i++)
+        create_run_in(f, f->org_id, agent_a, i, T0 + i);
+    create_run_in(f, f->other_org_id, agent_b, 11, T0 + 10);
+    create_run_in(f, f->other_org_id, agent_b, 12, T0 + 11);
+    create_run_in(f, third_org_id, agent_c, 21, T0 + 20);
+
+    claim_expect(f, "engine-a", T0 + 100, &(store_claim_limits_t){3, 0, 0}, first_three, 3);
+    claim_expect(f, "engine-a", T0 + 100, &(store_claim_limits_t){10, 0, 0}, rest, 5);
+}
+
+/* A freed slot goes to the organization with fewer runs running, even when
+ * the busy one has older runs waiting. */
+static void test_runs_claim_fewest_running_first(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_a = import_one(f, f->org_id, "a", 1);
+    int64_t agent_b = import_one(f, f->other_org_id, "b", 1);
+
+    for (int i = 1; i <= 5; i++)
+        create_run_in(f, f->org_id, agent_a, i, T0 + i);
+    claim_expect(f, "engine-a", T0 + 100, &(store_claim_limits_t){2, 0, 0}, (const int[]){1, 2}, 2);
+
+    create_run_in(f, f->other_org_id, agent_b, 11, T0 + 200);
+    create_run_in(f, f->other_org_id, agent_b, 12, T0 + 201);
+    claim_expect(f, "engine-a", T0 + 300, &(store_claim_limits_t){1, 0, 0}, (const int[]){11}, 1);
+    /* 2 running against 1, then a tie that the older run breaks */
+    claim_expect(f, "engine-a", T0 + 300, &(store_claim_limits_t){3, 0, 0}, (const int[]){12, 3, 4}, 3);
+}
+
+/* The oldest organization goes first in every turn, and a single organization
+ * is served oldest first across pages of the index. */
+static void test_runs_claim_one_org_pages(void **state)
+{
+    enum { N_RUNS = 70 };
+    fixture_t *f = *state;
+    int64_t agent_id = import_one(f, f->org_id, "a", 1);
+    int expected[N_RUNS];
+
+    for (int i = 1; i <= N_RUNS; i++) {
+        create_run_in(f, f->org_id, agent_id, i, T0 + i);
+        expected[i - 1] = i;
+    }
+    claim_expect(f, "engine-a", T0 + 100, &(store_claim_limits_t){N_RUNS + 10, 0, 0}, expected, N_RUNS);
+}
+
+/* max_per_org counts the runs every engine holds, and frees up when one ends. */
+static void test_runs_claim_per_org_limit(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_a = import_one(f, f->org_id, "a", 1);
+    int64_t agent_b = import_one(f, f->other_org_id, "b", 1);
+    const store_claim_limits_t limits = {10, 2, 0};
+    static const int first[] = {1, 11, 2};
+    static const int after_one_ended[] = {3};
+
+    for (int i = 1; i <= 5; i++)
+        create_run_in(f, f->org_id, agent_a, i, T0 + i);
+    create_run_in(f, f->other_org_id, agent_b, 11, T0 + 10);
+
+    claim_expect(f, "engine-a", T0 + 100, &limits, first, 3);
+    /* another engine sees the same limit */
+    claim_expect(f, "engine-b", T0 + 100, &limits, NULL, 0);
+
+    finish_run(f, "engine-a", 1, RUN_SUCCEEDED);
+    claim_expect(f, "engine-b", T0 + 200, &limits, after_one_ended, 1);
+
+    /* leases that expired no longer count, and their runs are taken over
+     * before pending ones, again in turns */
+    claim_expect(f, "engine-c", T0 + 1300, &limits, (const int[]){2, 11, 3}, 3);
+}
+
+/* max_per_agent holds back one agent's runs and lets the next agent's through. */
+static void test_runs_claim_per_agent_limit(void **state)
+{
+    enum { N_BUSY = 40 };
+    fixture_t *f = *state;
+    int64_t busy_agent = import_one(f, f->org_id, "busy", 1);
+    int64_t quiet_agent = import_one(f, f->org_id, "quiet", 1);
+    const store_claim_limits_t limits = {10, 0, 1};
+    static const int first[] = {1, 100};
+
+    /* more runs of the busy agent than one page of the index holds */
+    for (int i = 1; i <= N_BUSY; i++)
+        create_run_in(f, f->org_id, busy_agent, i, T0 + i);
+    create_run_in(f, f->org_id, quiet_agent, 100, T0 + 1000);
+    create_run_in(f, f->org_id, quiet_agent, 101, T0 + 1001);
+
+    claim_expect(f, "engine-a", T0 + 2000, &limits, first, 2);
+    claim_expect(f, "engine-b", T0 + 2000, &limits, NULL, 0);
+    finish_run(f, "engine-a", 100, RUN_FAILED);
+    claim_expect(f, "engine-b", T0 + 2000, &limits, (const int[]){101}, 1);
+}
+
+/* A claim whose clock reading predates the run's creation (read before the
+ * write lock) still records a start no earlier than the creation. */
+static void test_runs_claim_start_not_before_creation(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_id = import_one(f, f->org_id, "a", 1);
+    char id[RUN_ID_LEN + 1];
+    run_t run;
+
+    create_run(f, agent_id, 1, T0 + 500);
+    claim_expect(f, "engine-a", T0 + 499, &(store_claim_limits_t){10, 0, 0}, (const int[]){1}, 1);
+    run_id_of(1, id);
+    assert_int_equal(store_run_get(f->store, f->org_id, agent_id, id, &run), STORE_OK);
+    assert_int_equal(run.started_at_ms, T0 + 500);
+    run_free(&run);
+
+    /* the same for the completion time of a cancelled pending run */
+    create_run(f, agent_id, 2, T0 + 900);
+    run_id_of(2, id);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 800, &run), STORE_OK);
+    assert_int_equal(run.completed_at_ms, T0 + 900);
+    run_free(&run);
+}
+
+/* ---- runs: cancellation ---- */
+
+static void test_run_cancel_pending(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_id = import_one(f, f->org_id, "a", 1);
+    char id[RUN_ID_LEN + 1];
+    run_t run;
+
+    create_run(f, agent_id, 1, T0);
+    run_id_of(1, id);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 5, &run), STORE_OK);
+    assert_string_equal(run.id, id);
+    assert_int_equal(run.status, RUN_CANCELLED);
+    assert_int_equal(run.completed_at_ms, T0 + 5);
+    assert_int_equal(run.started_at_ms, 0);
+    assert_null(run.output);
+    run_free(&run);
+
+    /* never claimed, and cancelling again changes nothing */
+    claim_expect(f, "engine-a", T0 + 10, &(store_claim_limits_t){10, 0, 0}, NULL, 0);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 20, &run), STORE_OK);
+    assert_int_equal(run.status, RUN_CANCELLED);
+    assert_int_equal(run.completed_at_ms, T0 + 5);
+    run_free(&run);
+}
+
+static void test_run_cancel_running(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_id = import_one(f, f->org_id, "a", 1);
+    char id[RUN_ID_LEN + 1];
+    char ids[4][RUN_ID_LEN + 1];
+    size_t n = 0;
+    run_t run, result;
+
+    create_run(f, agent_id, 1, T0);
+    create_run(f, agent_id, 2, T0 + 1);
+    run_id_of(1, id);
+    claim_expect(f, "engine-a", T0 + 10, &(store_claim_limits_t){10, 0, 0}, (const int[]){1, 2}, 2);
+
+    assert_int_equal(store_runs_cancel_requested(f->store, "engine-a", ids, 4, &n), STORE_OK);
+    assert_int_equal(n, 0);
+
+    /* the run keeps running until its owner ends it */
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 20, &run), STORE_OK);
+    assert_int_equal(run.status, RUN_RUNNING);
+    assert_int_equal(run.completed_at_ms, 0);
+    run_free(&run);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 21, &run), STORE_OK);
+    assert_int_equal(run.status, RUN_RUNNING);
+    run_free(&run);
+
+    assert_int_equal(store_runs_cancel_requested(f->store, "engine-a", ids, 4, &n), STORE_OK);
+    assert_int_equal(n, 1);
+    assert_string_equal(ids[0], id);
+    assert_int_equal(store_runs_cancel_requested(f->store, "engine-b", ids, 4, &n), STORE_OK);
+    assert_int_equal(n, 0);
+    assert_int_equal(store_runs_cancel_requested(f->store, "engine-a", ids, 0, &n), STORE_OK);
+    assert_int_equal(n, 0);
+
+    /* the owner completes it as cancelled, keeping the partial output */
+    memset(&result, 0, sizeof(result));
+    result.status = RUN_CANCELLED;
+    result.completed_at_ms = T0 + 30;
+    result.output = "partial";
+    assert_int_equal(store_run_complete(f->store, id, "engine-a", &result), STORE_OK);
+    assert_int_equal(store_run_get(f->store, f->org_id, agent_id, id, &run), STORE_OK);
+    assert_int_equal(run.status, RUN_CANCELLED);
+    assert_string_equal(run.output, "partial");
+    assert_int_equal(run.completed_at_ms, T0 + 30);
+    run_free(&run);
+    assert_int_equal(store_runs_cancel_requested(f->store, "engine-a", ids, 4, &n), STORE_OK);
+    assert_int_equal(n, 0);
+
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 40, &run), STORE_OK);
+    assert_int_equal(run.status, RUN_CANCELLED);
+    run_free(&run);
+}
+
+static void test_run_cancel_finished_conflict(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_id = import_one(f, f->org_id, "a", 1);
+    char id[RUN_ID_LEN + 1];
+    run_t run;
+
+    create_run(f, agent_id, 1, T0);
+    create_run(f, agent_id, 2, T0 + 1);
+    claim_expect(f, "engine-a", T0 + 10, &(store_claim_limits_t){10, 0, 0}, (const int[]){1, 2}, 2);
+    finish_run(f, "engine-a", 1, RUN_SUCCEEDED);
+    finish_run(f, "engine-a", 2, RUN_FAILED);
+
+    run_id_of(1, id);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 20, &run), STORE_CONFLICT);
+    assert_int_equal(run.status, RUN_SUCCEEDED);
+    assert_string_equal(run.output, "the output");
+    run_free(&run);
+    run_id_of(2, id);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 20, &run), STORE_CONFLICT);
+    assert_int_equal(run.status, RUN_FAILED);
+    run_free(&run);
+}
+
+static void test_run_cancel_not_found(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_id = import_one(f, f->org_id, "a", 1);
+    int64_t other_agent_id = import_one(f, f->org_id, "b", 1);
+    char id[RUN_ID_LEN + 1];
+    run_t run;
+
+    create_run(f, agent_id, 1, T0);
+    run_id_of(1, id);
+    assert_int_equal(store_run_cancel(f->store, f->other_org_id, agent_id, id, T0, &run), STORE_NOT_FOUND);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, other_agent_id, id, T0, &run), STORE_NOT_FOUND);
+    run_id_of(2, id);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0, &run), STORE_NOT_FOUND);
+    assert_int_equal(status_of(f, agent_id, 1), RUN_PENDING);
+}
+
+/* A run that ends while its cancellation is on its way keeps its real status. */
+static void test_run_cancel_then_finish_keeps_status(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_id = import_one(f, f->org_id, "a", 1);
+    char id[RUN_ID_LEN + 1];
+    run_t run;
+
+    create_run(f, agent_id, 1, T0);
+    run_id_of(1, id);
+    claim_expect(f, "engine-a", T0 + 10, &(store_claim_limits_t){10, 0, 0}, (const int[]){1}, 1);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 20, &run), STORE_OK);
+    run_free(&run);
+    finish_run(f, "engine-a", 1, RUN_SUCCEEDED);
+    assert_int_equal(status_of(f, agent_id, 1), RUN_SUCCEEDED);
+}
+
+/* A cancel-marked run whose owner died ends cancelled, not taken over. */
+static void test_runs_claim_cancels_expired_marked(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_id = import_one(f, f->org_id, "a", 1);
+    char id[RUN_ID_LEN + 1];
+    run_t run;
+
+    create_run(f, agent_id, 1, T0);
+    run_id_of(1, id);
+    claim_expect(f, "engine-a", T0, &(store_claim_limits_t){10, 0, 0}, (const int[]){1}, 1);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 20, &run), STORE_OK);
+    run_free(&run);
+
+    claim_expect(f, "engine-b", T0 + 2000, &(store_claim_limits_t){10, 0, 0}, NULL, 0);
+    assert_int_equal(store_run_get(f->store, f->org_id, agent_id, id, &run), STORE_OK);
+    assert_int_equal(run.status, RUN_CANCELLED);
+    assert_int_equal(run.completed_at_ms, T0 + 2000);
+    assert_null(run.error);
+    run_free(&run);
+}
+
+/* A graceful release hands pending runs back but ends cancel-marked ones. */
+static void test_runs_release_cancels_marked(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_id = import_one(f, f->org_id, "a", 1);
+    char id[RUN_ID_LEN + 1];
+    run_t run;
+
+    create_run(f, agent_id, 1, T0);
+    create_run(f, agent_id, 2, T0 + 1);
+    claim_expect(f, "engine-a", T0, &(store_claim_limits_t){10, 0, 0}, (const int[]){1, 2}, 2);
+    run_id_of(2, id);
+    assert_int_equal(store_run_cancel(f->store, f->org_id, agent_id, id, T0 + 20, &run), STORE_OK);
+    run_free(&run);
+
+    assert_int_equal(store_runs_release(f->store, "engine-a"), STORE_OK);
+    assert_int_equal(status_of(f, agent_id, 1), RUN_PENDING);
+    assert_int_equal(store_run_get(f->store, f->org_id, agent_id, id, &run), STORE_OK);
+    assert_int_equal(run.status, RUN_CANCELLED);
+    assert_true(run.completed_at_ms > 0);
+    assert_int_equal(run.started_at_ms, T0 + 1); /* claimed "at T0", but a start never precedes the creation */
+    run_free(&run);
+    claim_expect(f, "engine-b", T0 + 30, &(store_claim_limits_t){10, 0, 0}, (const int[]){1}, 1);
+}
+
+/* A database written by schema version 1 is migrated in place, and its
+ * pending runs stay claimable. */
+static void test_open_migrates_version_1(void **state)
+{
+    fixture_t *f = *state;
+    int64_t agent_id = import_one(f, f->org_id, "a", 1);
+
+    create_run(f, agent_id, 1, T0);
+    store_close(f->store);
+    f->store = NULL;
+    /* undo migration 2 by hand */
+    exec_raw(f->path, "DROP INDEX runs_pending_org; DROP INDEX runs_running_org; DROP INDEX runs_running_agent;"
+                      " DROP INDEX runs_cancel_requested; ALTER TABLE runs DROP COLUMN cancel_requested;"
+                      " CREATE INDEX runs_pending ON runs(created_at) WHERE status = 'pending';"
+                      " PRAGMA user_version = 1;");
+
+    assert_int_equal(store_open(f->path, &f->store), STORE_OK);
+    assert_int_equal(query_int(f->path, "PRAGMA user_version"), 2);
+    assert_int_equal(query_int(f->path, "SELECT count(*) FROM runs WHERE cancel_requested = 0"), 1);
+    claim_expect(f, "engine-a", T0 + 10, &(store_claim_limits_t){10, 0, 0}, (const int[]){1}, 1);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1268,6 +1645,20 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_run_complete_by_non_owner, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_runs_renew_extends_lease, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_runs_release_hands_back, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_claim_orgs_take_turns, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_claim_fewest_running_first, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_claim_one_org_pages, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_claim_per_org_limit, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_claim_per_agent_limit, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_claim_start_not_before_creation, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_run_cancel_pending, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_run_cancel_running, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_run_cancel_finished_conflict, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_run_cancel_not_found, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_run_cancel_then_finish_keeps_status, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_claim_cancels_expired_marked, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_runs_release_cancels_marked, setup_store, teardown),
+        cmocka_unit_test_setup_teardown(test_open_migrates_version_1, setup_store, teardown),
     };
 
     log_set_level(LOG_WARN);
