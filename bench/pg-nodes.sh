@@ -11,7 +11,7 @@
 # processes with their engines on (the echo provider completes each run at
 # once, so every created run is also claimed and completed). Targets:
 #
-#   create          POST /api/v1/agents/1/runs (a 57-byte JSON body), with the
+#   create          POST /api/v1/agents/1/runs (a 55-byte JSON body), with the
 #                   default in-flight cap of 1000 runs per key, which locks the
 #                   key's row for each creation
 #   create-nocap    the same with --max-runs-per-key 0 (no lock)
@@ -25,8 +25,8 @@
 # 2 s warm-up, and the table shows medians, with the CPU time PostgreSQL and
 # the nodes (engines included) spent per request during the measurement.
 # Raw wrk outputs, CPU readings and machine.txt go to
-# bench/results/<UTC date and time>-pg-nodes-t<threads>/. The defaults take about
-# 6 minutes.
+# bench/results/<UTC date and time>-pg-nodes-t<threads>/. The defaults take
+# about 5 minutes.
 #
 # On one machine the nodes, PostgreSQL and wrk share the same cores, so the
 # numbers show what one more node costs or gains there, not what separate

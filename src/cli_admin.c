@@ -459,7 +459,8 @@ int cli_admin_main(const char *db_uri, int argc, char **argv)
         if (parse_args(argc - 2, argv + 2, &args) != 0)
             return EXIT_USAGE;
         if (store_open(db_uri, &store) != STORE_OK) {
-            fprintf(stderr, "pushaid: cannot open the database %s\n", db_uri);
+            fprintf(stderr, "pushaid: cannot open the database %s (the log line above says why)\n",
+                    strstr(db_uri, "://") != NULL ? "at the given URI" : db_uri);
             return EXIT_FAILED;
         }
         status = admin_commands[i].fn(store, &args);

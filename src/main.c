@@ -147,7 +147,8 @@ static int serve(const char *db_uri, int argc, char **argv)
 
     /* create and migrate the database once, before any thread opens it */
     if (store_open(db_uri, &store) != STORE_OK) {
-        fprintf(stderr, "pushaid: cannot open the database %s\n", db_uri);
+        fprintf(stderr, "pushaid: cannot open the database %s (the log line above says why)\n",
+                    strstr(db_uri, "://") != NULL ? "at the given URI" : db_uri);
         goto out;
     }
     store_close(store);
