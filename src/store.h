@@ -118,10 +118,11 @@ typedef struct {
 
 /*
  * Claims up to limits->max runs for owner: pending runs, and running runs
- * whose lease expired before now_ms. Organizations take turns (the oldest
- * claimable run of each organization first, then the next of each), and
- * within one organization runs go oldest first; runs that would exceed a
- * per-organization or per-agent limit stay pending. Each claimed run becomes
+ * whose lease expired before now_ms. Each slot goes to the organization
+ * with the fewest runs running over all engines, ties to the one whose
+ * oldest claimable run is oldest, so a flooding organization cannot starve
+ * another; within one organization runs go oldest first. Runs that would
+ * exceed a per-organization or per-agent limit stay pending. Each claimed run becomes
  * running with attempts + 1, started_at set on the first claim, and a lease
  * until now_ms + lease_ms. An expired run that was already claimed
  * max_attempts times is failed instead, with an error saying it was
