@@ -313,13 +313,15 @@ static void test_open_missing_directory_fails(void **state)
     assert_null(f->store);
 }
 
-static void test_open_postgres_uri_unavailable(void **state)
+/* Both URI schemes go to PostgreSQL, not to a SQLite file of that name:
+ * with nothing listening on the port, opening fails and leaves no store. */
+static void test_open_unreachable_postgres_fails(void **state)
 {
     fixture_t *f = *state;
 
-    assert_int_equal(store_open("postgresql://localhost/pushai", &f->store), STORE_ERROR);
+    assert_int_equal(store_open("postgresql://127.0.0.1:9/pushai", &f->store), STORE_ERROR);
     assert_null(f->store);
-    assert_int_equal(store_open("postgres://localhost/pushai", &f->store), STORE_ERROR);
+    assert_int_equal(store_open("postgres://127.0.0.1:9/pushai", &f->store), STORE_ERROR);
     assert_null(f->store);
 }
 
@@ -1614,7 +1616,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_open_sets_wal_mode, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_open_rejects_newer_schema, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_open_missing_directory_fails, setup_empty, teardown),
-        cmocka_unit_test_setup_teardown(test_open_postgres_uri_unavailable, setup_empty, teardown),
+        cmocka_unit_test_setup_teardown(test_open_unreachable_postgres_fails, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_open_concurrent_processes, setup_empty, teardown),
         cmocka_unit_test_setup_teardown(test_org_create_find_conflict, setup_store, teardown),
         cmocka_unit_test_setup_teardown(test_key_get_fields, setup_store, teardown),
