@@ -384,21 +384,31 @@ static json_t *run_to_json(const run_t *run)
                      run->status == RUN_FAILED ? run->error : NULL, "usage", usage);
 }
 
+/* Parses the {agent_id} and {run_id} of a run's path. Returns 0, or -1 after
+ * answering 404 run_not_found: a malformed id names no run of the caller. */
+static int parse_run_path(http_call_t *call, int64_t *agent_id, char run_id[RUN_ID_LEN + 1])
+{
+    char quoted[96];
+
+    if (uuid_normalize(call->params[1].base, call->params[1].len, run_id) != 0 ||
+        parse_agent_id(call->params[0], agent_id) != 0) {
+        http_send_error(call, API_ERR_RUN_NOT_FOUND, "Run %s not found.",
+                        log_quote(quoted, sizeof(quoted), call->params[1].base, call->params[1].len));
+        return -1;
+    }
+    return 0;
+}
+
 void api_get_run(http_call_t *call)
 {
     int64_t agent_id;
     char run_id[RUN_ID_LEN + 1];
-    char quoted[96];
     run_t run;
     store_rc_t rc;
     json_t *reply;
 
-    if (uuid_normalize(call->params[1].base, call->params[1].len, run_id) != 0 ||
-        parse_agent_id(call->params[0], &agent_id) != 0) {
-        http_send_error(call, API_ERR_RUN_NOT_FOUND, "Run %s not found.",
-                        log_quote(quoted, sizeof(quoted), call->params[1].base, call->params[1].len));
+    if (parse_run_path(call, &agent_id, run_id) != 0)
         return;
-    }
 
     memset(&run, 0, sizeof(run));
     rc = store_run_get(call->store, call->key.org_id, agent_id, run_id, &run);
@@ -428,17 +438,12 @@ void api_cancel_run(http_call_t *call)
 {
     int64_t agent_id;
     char run_id[RUN_ID_LEN + 1];
-    char quoted[96];
     run_t run;
     store_rc_t rc;
     json_t *reply;
 
-    if (uuid_normalize(call->params[1].base, call->params[1].len, run_id) != 0 ||
-        parse_agent_id(call->params[0], &agent_id) != 0) {
-        http_send_error(call, API_ERR_RUN_NOT_FOUND, "Run %s not found.",
-                        log_quote(quoted, sizeof(quoted), call->params[1].base, call->params[1].len));
+    if (parse_run_path(call, &agent_id, run_id) != 0)
         return;
-    }
 
     memset(&run, 0, sizeof(run));
     rc = store_run_cancel(call->store, call->key.org_id, agent_id, run_id, clock_now_ms(), &run);
