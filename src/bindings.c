@@ -289,6 +289,7 @@ bind_rc_t bindings_compile(const agent_t *agent, const char *body, size_t body_l
     json_t *bindings = NULL;
     bound_value_t *bound = NULL;
     bind_lookup_t lookup;
+    size_t compiled_len;
     bind_rc_t rc;
 
     memset(out, 0, sizeof(*out));
@@ -305,8 +306,13 @@ bind_rc_t bindings_compile(const agent_t *agent, const char *body, size_t body_l
 
         root = json_loadb(body, body_len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &json_error);
         if (root == NULL) {
-            strbuf_appendf(&message, "Request body is not valid JSON: %s (line %d, column %d).", json_error.text,
-                           json_error.line, json_error.column);
+            /* jansson rejects \u0000 unless told otherwise; say so without naming its flag */
+            if (strstr(json_error.text, "JSON_ALLOW_NUL") != NULL)
+                strbuf_appendf(&message, "Request body contains \\u0000 (line %d, column %d), which is not allowed.",
+                               json_error.line, json_error.column);
+            else
+                strbuf_appendf(&message, "Request body is not valid JSON: %s (line %d, column %d).", json_error.text,
+                               json_error.line, json_error.column);
             rc = BIND_INVALID_REQUEST;
             goto out;
         }
@@ -328,9 +334,21 @@ bind_rc_t bindings_compile(const agent_t *agent, const char *body, size_t body_l
     if (rc != BIND_OK)
         goto out;
 
-    /* compile both prompts and list the values used */
+    /* compile both prompts and list the values used; a short request can
+     * bind a long value to a placeholder used many times, so the size is
+     * checked before anything is built */
     lookup.agent = agent;
     lookup.bound = bound;
+    compiled_len = template_compiled_length(agent->prompt != NULL ? agent->prompt : "", bind_lookup_value, &lookup);
+    if (agent->system != NULL)
+        compiled_len += template_compiled_length(agent->system, bind_lookup_value, &lookup);
+    if (compiled_len > BIND_MAX_COMPILED_BYTES) {
+        strbuf_appendf(&message,
+                       "The compiled prompt would be %zu bytes, more than the limit of %d bytes; send shorter values.",
+                       compiled_len, BIND_MAX_COMPILED_BYTES);
+        rc = BIND_INVALID_REQUEST;
+        goto out;
+    }
     rc = BIND_OUT_OF_MEMORY;
     out->prompt = template_compile(agent->prompt != NULL ? agent->prompt : "", bind_lookup_value, &lookup,
                                    &out->prompt_len);

@@ -10,6 +10,9 @@
 #ifndef PUSHAI_BINDINGS_H
 #define PUSHAI_BINDINGS_H
 
+/* Largest compiled prompt plus system prompt a run may have, in bytes. */
+#define BIND_MAX_COMPILED_BYTES (4 * 1024 * 1024)
+
 #include <stddef.h>
 
 #include <jansson.h>

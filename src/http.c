@@ -242,9 +242,20 @@ int http_find_header(const http_call_t *call, const char *lowercase_name, h2o_io
 {
     ssize_t i = h2o_find_header_by_str(&call->req->headers, lowercase_name, strlen(lowercase_name), -1);
 
+    h2o_iovec_t v;
+
     if (i < 0)
         return 0;
-    *value = call->req->headers.entries[i].value;
+    /* spaces and tabs around a field value are not part of it (RFC 9110,
+     * section 5.5), and h2o 2.2 leaves trailing ones in place */
+    v = call->req->headers.entries[i].value;
+    while (v.len > 0 && (v.base[0] == ' ' || v.base[0] == '\t')) {
+        v.base++;
+        v.len--;
+    }
+    while (v.len > 0 && (v.base[v.len - 1] == ' ' || v.base[v.len - 1] == '\t'))
+        v.len--;
+    *value = v;
     return 1;
 }
 

@@ -283,9 +283,10 @@ char *provider_clean_message(const char *text, size_t max_bytes, const char *sec
         secret_len = 0; /* too short to tell apart from ordinary text */
 
     /* scrub the secret from the whole text before cutting, so that no cut
-     * can leave a piece of it behind */
+     * can leave a piece of it behind; a server that echoes the key may
+     * change its case, so the match ignores case */
     for (size_t i = 0; secret_len && i + secret_len <= text_len; i++) {
-        if (memcmp(text + i, secret, secret_len) == 0) {
+        if (strncasecmp(text + i, secret, secret_len) == 0) {
             n_secrets++;
             i += secret_len - 1;
         }
@@ -294,7 +295,7 @@ char *provider_clean_message(const char *text, size_t max_bytes, const char *sec
     if (!out)
         return NULL;
     for (size_t i = 0; i < text_len;) {
-        if (secret_len && i + secret_len <= text_len && memcmp(text + i, secret, secret_len) == 0) {
+        if (secret_len && i + secret_len <= text_len && strncasecmp(text + i, secret, secret_len) == 0) {
             memcpy(out + out_len, redacted, sizeof(redacted) - 1);
             out_len += sizeof(redacted) - 1;
             i += secret_len;

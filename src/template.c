@@ -82,6 +82,30 @@ int template_each_placeholder(const char *tmpl, template_placeholder_cb cb, void
     return 0;
 }
 
+size_t template_compiled_length(const char *tmpl, template_value_fn value_fn, void *ctx)
+{
+    size_t total = 0;
+    const char *p = tmpl;
+
+    while (*p != '\0') {
+        const char *name;
+        size_t name_len;
+        size_t match_len;
+        const char *value = NULL;
+        size_t value_len = 0;
+
+        if (p[0] != '{' || p[1] != '{' || !template_match(p, &name, &name_len, &match_len)) {
+            total++;
+            p++;
+            continue;
+        }
+        if (value_fn(ctx, name, name_len, &value, &value_len))
+            total += value_len;
+        p += match_len;
+    }
+    return total;
+}
+
 char *template_compile(const char *tmpl, template_value_fn value_fn, void *ctx, size_t *out_len)
 {
     strbuf_t out = STRBUF_INIT;

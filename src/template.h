@@ -42,6 +42,10 @@ typedef int (*template_value_fn)(void *ctx, const char *name, size_t name_len, c
  * frees it) and sets *out_len to its length unless out_len is NULL. Returns
  * NULL when memory ran out.
  */
+/* Returns the length template_compile() would produce, without building it,
+ * so a caller can reject a result that would be too large. */
+size_t template_compiled_length(const char *tmpl, template_value_fn value_fn, void *ctx);
+
 char *template_compile(const char *tmpl, template_value_fn value_fn, void *ctx, size_t *out_len);
 
 #endif

@@ -53,6 +53,15 @@ class AuthTest(ServerTestCase):
                 response = self.server.request("GET", "/api/v1/agents", headers={name: self.key})
                 self.assertEqual(response.status, 200, response.describe())
 
+    def test_whitespace_around_key_ignored(self):
+        # spaces and tabs around a header value are not part of it (RFC 9110)
+        for raw_value in (self.key + " ", self.key + "\t", " " + self.key + " \t"):
+            with self.subTest(value=repr(raw_value)):
+                request = ("GET /api/v1/agents HTTP/1.1\r\nHost: test\r\nx-api-key: %s\r\n"
+                           "Connection: close\r\n\r\n" % raw_value).encode()
+                response = self.server.raw(request)
+                self.assertEqual(response.status, 200, response.describe())
+
     def test_unknown_key(self):
         self.assert_key_rejected("pai_abcdefghijkl_" + "A1b2C3d4" * 4)
 

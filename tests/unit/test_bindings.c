@@ -439,6 +439,62 @@ static void bind_invalid_json_bytes(void **state)
     agent_free(&agent);
 }
 
+/* A value bound to a placeholder used many times: the compiled size, not the
+ * body size, decides, and the check runs before anything is built. */
+static void bind_compiled_size_limit(void **state)
+{
+    enum { PLACEHOLDERS = 100 };
+    strbuf_t agent_json = STRBUF_INIT;
+    strbuf_t body = STRBUF_INIT;
+    compiled_run_t run;
+    char msg[512];
+    agent_t agent;
+    size_t fits = BIND_MAX_COMPILED_BYTES / PLACEHOLDERS;
+
+    strbuf_append_str(&agent_json, "{\"name\": \"a\", \"provider\": \"echo\", \"prompt\": \"");
+    for (int i = 0; i < PLACEHOLDERS; i++)
+        strbuf_append_str(&agent_json, "{{p}}");
+    strbuf_append_str(&agent_json, "\", \"parameters\": [{\"name\": \"p\"}]}");
+    agent = load_agent(agent_json.data);
+
+    /* exactly at the limit: compiled */
+    strbuf_append_str(&body, "{\"parameter_bindings\": [{\"name\": \"p\", \"value\": \"");
+    for (size_t i = 0; i < fits; i++)
+        strbuf_append(&body, "v", 1);
+    strbuf_append_str(&body, "\"}]}");
+    assert_int_equal(bindings_compile(&agent, body.data, body.len, &run, msg, sizeof(msg)), BIND_OK);
+    assert_int_equal(run.prompt_len, fits * PLACEHOLDERS);
+    compiled_run_free(&run);
+
+    /* one byte more per placeholder: rejected, naming the limit */
+    strbuf_free(&body);
+    strbuf_append_str(&body, "{\"parameter_bindings\": [{\"name\": \"p\", \"value\": \"");
+    for (size_t i = 0; i < fits + 1; i++)
+        strbuf_append(&body, "v", 1);
+    strbuf_append_str(&body, "\"}]}");
+    assert_int_equal(bindings_compile(&agent, body.data, body.len, &run, msg, sizeof(msg)), BIND_INVALID_REQUEST);
+    assert_non_null(strstr(msg, "compiled prompt"));
+    assert_null(run.prompt);
+
+    strbuf_free(&body);
+    strbuf_free(&agent_json);
+    agent_free(&agent);
+}
+
+static void bind_nul_escape_message(void **state)
+{
+    agent_t agent = load_agent("{\"name\": \"a\", \"provider\": \"echo\", \"prompt\": \"{{p}}\", "
+                               "\"parameters\": [{\"name\": \"p\"}]}");
+    static const char body[] = "{\"parameter_bindings\": [{\"name\": \"p\", \"value\": \"a\\u0000b\"}]}";
+    compiled_run_t run;
+    char msg[512];
+
+    assert_int_equal(bindings_compile(&agent, body, strlen(body), &run, msg, sizeof(msg)), BIND_INVALID_REQUEST);
+    assert_non_null(strstr(msg, "\\u0000"));
+    assert_null(strstr(msg, "JSON_ALLOW_NUL"));
+    agent_free(&agent);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -450,6 +506,8 @@ int main(void)
         cmocka_unit_test(bind_huge_arrays),
         cmocka_unit_test(bind_long_values_in_messages),
         cmocka_unit_test(bind_invalid_json_bytes),
+        cmocka_unit_test(bind_compiled_size_limit),
+        cmocka_unit_test(bind_nul_escape_message),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -495,6 +495,14 @@ static void secret_scrubbed_before_cut(void **state)
     free(clean);
 }
 
+static void secret_scrubbed_any_case(void **state)
+{
+    char *clean = provider_clean_message("header was bearer SK-TEST-Secret1", 100, "sk-test-SECRET1");
+
+    assert_string_equal(clean, "header was bearer [redacted]");
+    free(clean);
+}
+
 /* ---- retry rules ---- */
 
 static void retryable_statuses(void **state)
@@ -587,6 +595,7 @@ int main(void)
         cmocka_unit_test(status_texts_table),
         cmocka_unit_test(long_message_cut),
         cmocka_unit_test(secret_scrubbed_before_cut),
+        cmocka_unit_test(secret_scrubbed_any_case),
         cmocka_unit_test(retryable_statuses),
         cmocka_unit_test(backoff_ceilings),
         cmocka_unit_test(attempts_phrase),
