@@ -82,10 +82,13 @@ int template_each_placeholder(const char *tmpl, template_placeholder_cb cb, void
     return 0;
 }
 
-size_t template_compiled_length(const char *tmpl, template_value_fn value_fn, void *ctx)
+/* Walks tmpl, replacing each placeholder with its value, and returns the
+ * length of the result. Appends the result to out unless out is NULL. */
+static size_t template_expand(const char *tmpl, template_value_fn value_fn, void *ctx, strbuf_t *out)
 {
-    size_t total = 0;
+    const char *literal = tmpl;
     const char *p = tmpl;
+    size_t total = 0;
 
     while (*p != '\0') {
         const char *name;
@@ -95,42 +98,37 @@ size_t template_compiled_length(const char *tmpl, template_value_fn value_fn, vo
         size_t value_len = 0;
 
         if (p[0] != '{' || p[1] != '{' || !template_match(p, &name, &name_len, &match_len)) {
-            total++;
             p++;
             continue;
         }
-        if (value_fn(ctx, name, name_len, &value, &value_len))
+
+        /* the literal text before the placeholder, then the value */
+        total += (size_t)(p - literal);
+        if (out != NULL)
+            strbuf_append(out, literal, (size_t)(p - literal));
+        if (value_fn(ctx, name, name_len, &value, &value_len) && value_len > 0) {
             total += value_len;
+            if (out != NULL)
+                strbuf_append(out, value, value_len);
+        }
         p += match_len;
+        literal = p;
     }
+    total += (size_t)(p - literal);
+    if (out != NULL)
+        strbuf_append(out, literal, (size_t)(p - literal));
     return total;
+}
+
+size_t template_compiled_length(const char *tmpl, template_value_fn value_fn, void *ctx)
+{
+    return template_expand(tmpl, value_fn, ctx, NULL);
 }
 
 char *template_compile(const char *tmpl, template_value_fn value_fn, void *ctx, size_t *out_len)
 {
     strbuf_t out = STRBUF_INIT;
-    const char *literal = tmpl;
-    const char *p = tmpl;
 
-    while (*p != '\0') {
-        const char *name;
-        size_t name_len;
-        size_t match_len;
-        const char *value = NULL;
-        size_t value_len = 0;
-
-        if (p[0] != '{' || p[1] != '{' || !template_match(p, &name, &name_len, &match_len)) {
-            p++;
-            continue;
-        }
-
-        /* flush the literal text before the placeholder, then the value */
-        strbuf_append(&out, literal, (size_t)(p - literal));
-        if (value_fn(ctx, name, name_len, &value, &value_len) && value_len > 0)
-            strbuf_append(&out, value, value_len);
-        p += match_len;
-        literal = p;
-    }
-    strbuf_append(&out, literal, (size_t)(p - literal));
+    template_expand(tmpl, value_fn, ctx, &out);
     return strbuf_detach(&out, out_len);
 }

@@ -237,6 +237,9 @@ static void compile_table(void **state)
         if (len != strlen(cases[i].expected))
             fail_msg("template \"%s\": length %zu, expected %zu", cases[i].template, len,
                      strlen(cases[i].expected));
+        if (template_compiled_length(cases[i].template, lookup_pair, (void *)cases[i].values) != len)
+            fail_msg("template \"%s\": template_compiled_length differs from the compiled length %zu",
+                     cases[i].template, len);
         free(out);
     }
 }
