@@ -4,7 +4,7 @@
  * Handlers run on an HTTP loop thread with that thread's store connection,
  * after http.c has routed and authenticated the call. Each one parses its
  * input with the module that owns the rule (query.c, bindings.c, uuid.c),
- * talks to the store, and answers once.
+ * talks to the store, and replies once.
  *
  * Agent-list cache: each thread keeps the serialized pages it served, keyed by
  * (org, limit, offset) and tagged with the org's agent revision. The
@@ -216,7 +216,7 @@ static api_error_t bind_error(bind_rc_t rc)
     }
 }
 
-/* Stores the run and answers 202, or the reason it was not stored. */
+/* Stores the run and replies 202, or with the reason it was not stored. */
 static void store_new_run(http_call_t *call, const agent_t *agent, compiled_run_t *compiled)
 {
     h2o_req_t *req = call->req;
@@ -384,6 +384,15 @@ static json_t *run_to_json(const run_t *run)
                      run->status == RUN_FAILED ? run->error : NULL, "usage", usage);
 }
 
+/* Sends 200 with the run object. */
+static void send_run(http_call_t *call, const run_t *run)
+{
+    json_t *reply = run_to_json(run);
+
+    send_json_value(call, 200, reply, NULL);
+    json_decref(reply);
+}
+
 /* Parses the {agent_id} and {run_id} of a run's path. Returns 0, or -1 after
  * answering 404 run_not_found: a malformed id names no run of the caller. */
 static int parse_run_path(http_call_t *call, int64_t *agent_id, char run_id[RUN_ID_LEN + 1])
@@ -405,7 +414,6 @@ void api_get_run(http_call_t *call)
     char run_id[RUN_ID_LEN + 1];
     run_t run;
     store_rc_t rc;
-    json_t *reply;
 
     if (parse_run_path(call, &agent_id, run_id) != 0)
         return;
@@ -420,16 +428,14 @@ void api_get_run(http_call_t *call)
         http_send_error(call, API_ERR_INTERNAL_ERROR, "The run could not be read. Request id %s.", call->request_id);
         return;
     }
-    reply = run_to_json(&run);
-    send_json_value(call, 200, reply, NULL);
-    json_decref(reply);
+    send_run(call, &run);
     run_free(&run);
 }
 
 /* ---- POST /api/v1/agents/{agent_id}/runs/{run_id}/cancel ---- */
 
 /*
- * Records the cancellation and answers 200 with the run as it then stands: a
+ * Records the cancellation and replies 200 with the run as it then is: a
  * pending run is already cancelled, a running one still shows running until
  * the engine that executes it has stopped it (within about a second). A run
  * that had already succeeded or failed is 409 run_not_cancellable.
@@ -440,7 +446,6 @@ void api_cancel_run(http_call_t *call)
     char run_id[RUN_ID_LEN + 1];
     run_t run;
     store_rc_t rc;
-    json_t *reply;
 
     if (parse_run_path(call, &agent_id, run_id) != 0)
         return;
@@ -451,9 +456,7 @@ void api_cancel_run(http_call_t *call)
     case STORE_OK:
         if (run.status == RUN_RUNNING && call->engine != NULL)
             engine_cancel(call->engine, run.id);
-        reply = run_to_json(&run);
-        send_json_value(call, 200, reply, NULL);
-        json_decref(reply);
+        send_run(call, &run);
         break;
     case STORE_CONFLICT:
         http_send_error(call, API_ERR_RUN_NOT_CANCELLABLE, "Run %s already %s and cannot be cancelled.", run_id,
